@@ -1,0 +1,38 @@
+namespace Tatzelwurm.Core;
+
+/// <summary>Everything the coordinator keeps across restarts.</summary>
+public sealed record StoreSnapshot(
+    IReadOnlyList<TaskRecord> Tasks,
+    IReadOnlyDictionary<string, int> TagLimits,
+    long LastTaskId)
+{
+    public static readonly StoreSnapshot Empty = new([], new Dictionary<string, int>(), 0);
+}
+
+/// <summary>
+/// One group commit: the after-images of every task changed since the last batch, purged task ids,
+/// tag-limit changes (null removes) and the id counter (ids are never reused, even after a purge).
+/// </summary>
+public sealed record StoreBatch(
+    IReadOnlyList<TaskRecord> Upserts,
+    IReadOnlyList<long> Deletes,
+    IReadOnlyList<KeyValuePair<string, int?>> TagLimits,
+    long LastTaskId)
+{
+    public bool IsEmpty => Upserts.Count == 0 && Deletes.Count == 0 && TagLimits.Count == 0;
+}
+
+/// <summary>
+/// The coordinator's persistence. Only the coordinator's single writer calls it, one batch at a time.
+/// <see cref="CommitAsync"/> returns once the batch is as durable as the store's mode promises (fsync'd
+/// in the default mode); if it throws, nothing of the batch may be reported as persisted.
+/// </summary>
+public interface ITaskStore : IAsyncDisposable
+{
+    /// <summary>Where the data lives, for logs.</summary>
+    string Description { get; }
+
+    Task<StoreSnapshot> LoadAsync(CancellationToken cancellationToken);
+
+    Task CommitAsync(StoreBatch batch, CancellationToken cancellationToken);
+}

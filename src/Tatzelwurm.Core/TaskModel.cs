@@ -1,0 +1,89 @@
+namespace Tatzelwurm.Core;
+
+// Persisted numeric values: the store writes these integers, so they must never change
+// (Tatzelwurm.Core.Tests freezes them).
+public enum TaskState
+{
+    Created = 0,
+    Ready = 1,
+    Submit = 2,
+    Run = 3,
+    Pause = 4,
+    Terminated = 5,
+}
+
+public enum DeliveryPolicy
+{
+    AtMostOnce = 1,
+    AtLeastOnce = 2,
+}
+
+/// <summary>A control action recorded on a task until its worker confirms it.</summary>
+public enum PendingControl
+{
+    None = 0,
+    Pause = 1,
+    Play = 2,
+    Kill = 3,
+}
+
+public static class ExitCodes
+{
+    public const int Completed = 0;
+    public const int Killed = -1;
+}
+
+public sealed record Transition(TaskState State, DateTimeOffset At, string? Reason);
+
+/// <summary>
+/// One task. Immutable: every change goes through <see cref="TaskTransitions"/> and yields a new
+/// record, so the store gets consistent snapshots and a refused transition changes nothing.
+/// </summary>
+public sealed record TaskRecord
+{
+    public required long Id { get; init; }
+    public required string Type { get; init; }
+    public int Priority { get; init; }
+    public IReadOnlyList<string> Tags { get; init; } = [];
+    public ReadOnlyMemory<byte> Payload { get; init; }
+    public DeliveryPolicy Policy { get; init; } = DeliveryPolicy.AtMostOnce;
+    public bool NoReply { get; init; }
+    public TaskState State { get; init; }
+    public int? ExitCode { get; init; }
+    public byte[]? Result { get; init; }
+    public string? Error { get; init; }
+
+    /// <summary>The worker holding the task (submit, run, or pause while its worker keeps it suspended).</summary>
+    public string? WorkerId { get; init; }
+
+    /// <summary>Runs of this task lost with their worker.</summary>
+    public int Attempts { get; init; }
+
+    /// <summary>"Result to follow" layers the worker reported (kiwipy's nested futures).</summary>
+    public int Layers { get; init; }
+
+    public PendingControl PendingControl { get; init; }
+
+    /// <summary>When a kill was sent to the worker; drives escalation to abandon.</summary>
+    public DateTimeOffset? KillRequestedAt { get; init; }
+
+    /// <summary>Reason of the last policy decision or control action.</summary>
+    public string? Reason { get; init; }
+
+    public required DateTimeOffset CreatedAt { get; init; }
+    public required DateTimeOffset UpdatedAt { get; init; }
+    public IReadOnlyList<Transition> History { get; init; } = [];
+
+    /// <summary>True when a worker holds the task and must be told about changes to it.</summary>
+    public bool OnWorker => WorkerId is not null && State is TaskState.Submit or TaskState.Run or TaskState.Pause;
+}
+
+/// <summary>What a client asks for when it adds a task.</summary>
+public sealed record NewTask(
+    ReadOnlyMemory<byte> Payload,
+    string Type,
+    int Priority,
+    IReadOnlyList<string> Tags,
+    DeliveryPolicy? Policy,
+    bool Ready,
+    bool NoReply);

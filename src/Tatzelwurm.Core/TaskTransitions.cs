@@ -1,0 +1,237 @@
+namespace Tatzelwurm.Core;
+
+/// <summary>What a pure transition decided: a new task record (possibly with a message for its worker), or a refusal.</summary>
+public readonly record struct Step(TaskRecord? Task, Rejection? Rejection, WorkerSignal Signal = WorkerSignal.None)
+{
+    public bool Ok => Rejection is null;
+
+    public static implicit operator Step(TaskRecord task) => new(task, null);
+
+    public static implicit operator Step(Rejection rejection) => new(null, rejection);
+}
+
+/// <summary>A message the coordinator must send to the worker holding a task.</summary>
+public enum WorkerSignal
+{
+    None = 0,
+    Pause,
+    Play,
+    Kill,
+    Abandon,
+}
+
+/// <summary>
+/// The task state machine (SPEC §3). Every function is pure: (task, command, now) → new task or a
+/// typed rejection. The legal edges are listed once in <see cref="IsLegal"/>, and every function
+/// goes through <see cref="Move"/>, so nothing can take an edge the table does not allow.
+/// </summary>
+public static class TaskTransitions
+{
+    private static readonly Dictionary<TaskState, TaskState[]> Edges = new()
+    {
+        [TaskState.Created] = [TaskState.Ready, TaskState.Pause, TaskState.Terminated],
+        [TaskState.Ready] = [TaskState.Submit, TaskState.Pause, TaskState.Terminated],
+        [TaskState.Submit] = [TaskState.Run, TaskState.Ready, TaskState.Terminated],
+        [TaskState.Run] = [TaskState.Pause, TaskState.Ready, TaskState.Terminated],
+        [TaskState.Pause] = [TaskState.Ready, TaskState.Run, TaskState.Terminated],
+        [TaskState.Terminated] = [],
+    };
+
+    public static bool IsLegal(TaskState from, TaskState to) => Edges[from].Contains(to);
+
+    public static TaskRecord Create(long id, NewTask spec, DeliveryPolicy defaultPolicy, DateTimeOffset now)
+    {
+        var state = spec.Ready ? TaskState.Ready : TaskState.Created;
+        return new TaskRecord
+        {
+            Id = id,
+            Type = spec.Type,
+            Priority = spec.Priority,
+            Tags = spec.Tags,
+            Payload = spec.Payload,
+            Policy = spec.Policy ?? defaultPolicy,
+            NoReply = spec.NoReply,
+            State = state,
+            CreatedAt = now,
+            UpdatedAt = now,
+            History = [new Transition(state, now, null)],
+        };
+    }
+
+    /// <summary>Actioner play: created/pause → ready, or resume on the worker that still holds it.</summary>
+    public static Step Play(TaskRecord task, bool workerConnected, DateTimeOffset now)
+    {
+        switch (task.State)
+        {
+            case TaskState.Created:
+                return Move(task, TaskState.Ready, now, null);
+            case TaskState.Pause when task.WorkerId is null:
+                return Move(task, TaskState.Ready, now, null) with { PendingControl = PendingControl.None };
+            case TaskState.Pause:
+                // Paused on its worker: the worker resumes it and reports Resumed.
+                return new Step(task with { PendingControl = PendingControl.Play, UpdatedAt = now }, null,
+                    workerConnected ? WorkerSignal.Play : WorkerSignal.None);
+            case TaskState.Run or TaskState.Submit when task.PendingControl == PendingControl.Pause:
+                // A pause not yet confirmed by the worker is withdrawn.
+                return new Step(task with { PendingControl = PendingControl.Play, UpdatedAt = now }, null,
+                    workerConnected ? WorkerSignal.Play : WorkerSignal.None);
+            default:
+                return Rejection.Illegal(task, "play");
+        }
+    }
+
+    /// <summary>Actioner pause: created/ready → pause; submit/run → suspended by its worker.</summary>
+    public static Step Pause(TaskRecord task, bool workerConnected, DateTimeOffset now)
+    {
+        switch (task.State)
+        {
+            case TaskState.Created or TaskState.Ready:
+                return Move(task, TaskState.Pause, now, "paused by actioner");
+            case TaskState.Submit or TaskState.Run when task.PendingControl != PendingControl.Kill:
+                return new Step(task with { PendingControl = PendingControl.Pause, UpdatedAt = now }, null,
+                    workerConnected && task.State == TaskState.Run ? WorkerSignal.Pause : WorkerSignal.None);
+            default:
+                return Rejection.Illegal(task, "pause");
+        }
+    }
+
+    /// <summary>Actioner kill: terminated(-1) at once, or sent to the worker holding it.</summary>
+    public static Step Kill(TaskRecord task, bool workerConnected, DateTimeOffset now)
+    {
+        if (task.State == TaskState.Terminated)
+        {
+            return Rejection.Illegal(task, "kill");
+        }
+
+        if (!task.OnWorker)
+        {
+            return Terminate(task, ExitCodes.Killed, null, null, "killed by actioner", now);
+        }
+
+        if (task.PendingControl == PendingControl.Kill)
+        {
+            return Rejection.Illegal(task, "kill (a kill is already pending)");
+        }
+
+        return new Step(task with
+        {
+            PendingControl = PendingControl.Kill,
+            KillRequestedAt = now,
+            Reason = "kill requested",
+            UpdatedAt = now,
+        }, null, workerConnected ? WorkerSignal.Kill : WorkerSignal.None);
+    }
+
+    public static Step Assign(TaskRecord task, string workerId, DateTimeOffset now) =>
+        task.State != TaskState.Ready
+            ? Rejection.Illegal(task, "assign")
+            : Move(task, TaskState.Submit, now, $"assigned to {workerId}") with { WorkerId = workerId };
+
+    public static Step Accept(TaskRecord task, string workerId, DateTimeOffset now)
+    {
+        if (task.WorkerId != workerId || task.State != TaskState.Submit)
+        {
+            return Rejection.Illegal(task, $"accept on {workerId}");
+        }
+
+        // A pause asked for before the worker accepted is now sent.
+        var signal = task.PendingControl switch
+        {
+            PendingControl.Pause => WorkerSignal.Pause,
+            PendingControl.Kill => WorkerSignal.Kill,
+            _ => WorkerSignal.None,
+        };
+        return new Step(Move(task, TaskState.Run, now, null), null, signal);
+    }
+
+    public static Step Reject(TaskRecord task, string workerId, DateTimeOffset now) =>
+        task.WorkerId != workerId || task.State != TaskState.Submit
+            ? Rejection.Illegal(task, $"reject on {workerId}")
+            : Move(task, TaskState.Ready, now, $"rejected by {workerId}") with { WorkerId = null };
+
+    public static Step WorkerPaused(TaskRecord task, string workerId, DateTimeOffset now) =>
+        task.WorkerId != workerId || task.State != TaskState.Run
+            ? Rejection.Illegal(task, $"report paused on {workerId}")
+            : Move(task, TaskState.Pause, now, "paused on worker") with { PendingControl = PendingControl.None };
+
+    public static Step WorkerResumed(TaskRecord task, string workerId, DateTimeOffset now) =>
+        task.WorkerId != workerId || task.State != TaskState.Pause
+            ? Rejection.Illegal(task, $"report resumed on {workerId}")
+            : Move(task, TaskState.Run, now, "resumed on worker") with { PendingControl = PendingControl.None };
+
+    /// <summary>One more "result to follow" layer; implies the worker accepted the task.</summary>
+    public static Step WorkerPending(TaskRecord task, string workerId, DateTimeOffset now)
+    {
+        if (task.WorkerId != workerId || !task.OnWorker)
+        {
+            return Rejection.Illegal(task, $"report a pending result on {workerId}");
+        }
+
+        var moved = task.State == TaskState.Submit ? Move(task, TaskState.Run, now, null) : task with { UpdatedAt = now };
+        return moved with { Layers = task.Layers + 1 };
+    }
+
+    public static Step WorkerFinished(TaskRecord task, string workerId, int exitCode, byte[]? result, string? error, DateTimeOffset now) =>
+        task.WorkerId != workerId || !task.OnWorker
+            ? Rejection.Illegal(task, $"report finished on {workerId}")
+            : Terminate(task, exitCode, task.NoReply ? null : result, error,
+                exitCode == ExitCodes.Killed && task.PendingControl == PendingControl.Kill ? "killed by actioner" : null, now);
+
+    /// <summary>Kill escalation: the worker did not confirm in time and is told to abandon the task.</summary>
+    public static bool KillOverdue(TaskRecord task, TimeSpan killTimeout, DateTimeOffset now) =>
+        task.PendingControl == PendingControl.Kill && task.KillRequestedAt is { } at && now >= at + killTimeout;
+
+    /// <summary>
+    /// The task's worker is gone for good (dead, or reconnected without it). Pending control wins;
+    /// otherwise never-acknowledged tasks go back to ready and running tasks follow their policy.
+    /// </summary>
+    public static Step WorkerLost(TaskRecord task, string why, DateTimeOffset now)
+    {
+        if (!task.OnWorker)
+        {
+            return Rejection.Illegal(task, "lose its worker");
+        }
+
+        Step step = (task.PendingControl, task.State) switch
+        {
+            (PendingControl.Kill, _) => Terminate(task, ExitCodes.Killed, null, null, $"killed; {why}", now),
+            (PendingControl.Pause, _) => Move(task, TaskState.Pause, now, $"paused; {why}"),
+            (_, TaskState.Submit) => Move(task, TaskState.Ready, now, $"never started; {why}"),
+            (PendingControl.Play, TaskState.Pause) => Move(task, TaskState.Ready, now, $"{why}; play requested"),
+            (_, TaskState.Pause) => task with { Reason = $"{why}; stays paused", UpdatedAt = now },
+            (_, _) when task.Policy == DeliveryPolicy.AtLeastOnce =>
+                Move(task, TaskState.Ready, now, $"at-least-once: requeued; {why}") with { Attempts = task.Attempts + 1 },
+            _ => Move(task, TaskState.Pause, now, $"at-most-once: paused for a decision; {why}") with { Attempts = task.Attempts + 1 },
+        };
+
+        return step.Task is null ? step : step.Task with { WorkerId = null, PendingControl = PendingControl.None, KillRequestedAt = null };
+    }
+
+    private static TaskRecord Terminate(TaskRecord task, int exitCode, byte[]? result, string? error, string? reason, DateTimeOffset now) =>
+        Move(task, TaskState.Terminated, now, reason) with
+        {
+            ExitCode = exitCode,
+            Result = result,
+            Error = error,
+            WorkerId = null,
+            PendingControl = PendingControl.None,
+            KillRequestedAt = null,
+        };
+
+    private static TaskRecord Move(TaskRecord task, TaskState to, DateTimeOffset now, string? reason)
+    {
+        if (!IsLegal(task.State, to))
+        {
+            // A bug in this class, not a client error: callers check states before moving.
+            throw new InvalidOperationException($"illegal edge {task.State.Name()} → {to.Name()} for task {task.Id}");
+        }
+
+        return task with
+        {
+            State = to,
+            UpdatedAt = now,
+            Reason = reason ?? task.Reason,
+            History = [.. task.History, new Transition(to, now, reason)],
+        };
+    }
+}
