@@ -125,7 +125,7 @@ public static class TaskTransitions
     public static Step Assign(TaskRecord task, string workerId, DateTimeOffset now) =>
         task.State != TaskState.Ready
             ? Rejection.Illegal(task, "assign")
-            : Move(task, TaskState.Submit, now, $"assigned to {workerId}") with { WorkerId = workerId };
+            : Move(task, TaskState.Submit, now, $"assigned to {workerId}") with { WorkerId = workerId, Reason = task.Reason };
 
     public static Step Accept(TaskRecord task, string workerId, DateTimeOffset now)
     {

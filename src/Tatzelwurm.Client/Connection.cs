@@ -1,0 +1,273 @@
+using System.Collections.Concurrent;
+using System.IO.Pipelines;
+using System.Net.Sockets;
+using System.Threading.Channels;
+using Tatzelwurm.Protocol;
+
+namespace Tatzelwurm.Client;
+
+/// <summary>
+/// One protocol connection: a read loop over a <see cref="PipeReader"/> that completes requests by id
+/// and queues pushes, and a channel-fed write loop. Thread-safe for concurrent requests.
+/// </summary>
+public sealed class Connection : IAsyncDisposable
+{
+    private readonly Socket _socket;
+    private readonly NetworkStream _stream;
+    private readonly PipeReader _input;
+    private readonly PipeWriter _output;
+    private readonly Channel<IMessage> _outbound = Channel.CreateUnbounded<IMessage>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly Channel<IMessage> _pushes = Channel.CreateUnbounded<IMessage>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly ConcurrentDictionary<uint, Pending> _pending = new();
+    private readonly CancellationTokenSource _closed = new();
+    private readonly int _maxFrame;
+    private Task _readLoop = Task.CompletedTask;
+    private Task _writeLoop = Task.CompletedTask;
+    private int _nextRequestId;
+    private Exception? _failure;
+
+    private sealed record Pending(TaskCompletionSource<IReply> Done, Action<int>? Layer);
+
+    private Connection(Socket socket, int maxFrame)
+    {
+        _socket = socket;
+        _stream = new NetworkStream(socket, ownsSocket: true);
+        _input = PipeReader.Create(_stream);
+        _output = PipeWriter.Create(_stream);
+        _maxFrame = maxFrame;
+    }
+
+    /// <summary>The coordinator's handshake answer: heartbeat interval, lease, frame limit.</summary>
+    public Welcome Welcome { get; private set; } = null!;
+
+    /// <summary>Messages the coordinator pushes (assignments, controls, deliveries, events), in arrival order.</summary>
+    public ChannelReader<IMessage> Pushes => _pushes.Reader;
+
+    /// <summary>Cancelled when the connection closes.</summary>
+    public CancellationToken Closed => _closed.Token;
+
+
+    /// <summary>Connects, performs the handshake, and starts the read and write loops.</summary>
+    public static async Task<Connection> ConnectAsync(ConnectionOptions options, string role, CancellationToken cancellationToken = default)
+    {
+        var (host, port, token) = options.Resolve();
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(options.ConnectTimeout);
+        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        try
+        {
+            await socket.ConnectAsync(host, port, timeout.Token);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+
+        var connection = new Connection(socket, options.MaxFrame);
+        try
+        {
+            FrameCodec.WriteFrame(connection._output, new Hello(ProtocolConstants.Version, role, token, options.ClientName));
+            await connection._output.FlushAsync(timeout.Token);
+            var first = await connection.ReadAsync(timeout.Token);
+            switch (first)
+            {
+                case Welcome welcome:
+                    connection.Welcome = welcome;
+                    break;
+                case ErrorReply error:
+                    throw new TatzelwurmException(error.Code, error.Message);
+                default:
+                    throw new TatzelwurmException(ErrorCode.HandshakeRequired, $"expected Welcome, got {first?.GetType().Name ?? "end of stream"}");
+            }
+        }
+        catch
+        {
+            await connection.DisposeAsync();
+            throw;
+        }
+
+        connection._readLoop = Task.Run(connection.ReadLoopAsync, CancellationToken.None);
+        connection._writeLoop = Task.Run(connection.WriteLoopAsync, CancellationToken.None);
+        return connection;
+    }
+
+    /// <summary>Sends a message that expects no reply (heartbeats, RPC responses).</summary>
+    public void Send(IMessage message)
+    {
+        if (!_outbound.Writer.TryWrite(message))
+        {
+            throw new ConnectionLostException("the connection is closed", _failure);
+        }
+    }
+
+    /// <summary>Sends a request built with a fresh request id and awaits its final reply; error replies throw <see cref="TatzelwurmException"/>.</summary>
+    public async Task<TReply> RequestAsync<TReply>(Func<uint, IRequest> build, Action<int>? layer = null, CancellationToken cancellationToken = default)
+        where TReply : IReply
+    {
+        var id = NextRequestId();
+        var pending = new Pending(new TaskCompletionSource<IReply>(TaskCreationOptions.RunContinuationsAsynchronously), layer);
+        _pending[id] = pending;
+        try
+        {
+            Send(build(id));
+            using var registration = cancellationToken.Register(() => pending.Done.TrySetCanceled(cancellationToken));
+            var reply = await pending.Done.Task;
+            return reply switch
+            {
+                TReply ok => ok,
+                ErrorReply error => throw new TatzelwurmException(error.Code, error.Message),
+                _ => throw new TatzelwurmException(ErrorCode.InvalidRequest, $"unexpected reply {reply.GetType().Name}"),
+            };
+        }
+        finally
+        {
+            _pending.TryRemove(id, out _);
+        }
+    }
+
+    private uint NextRequestId()
+    {
+        uint id;
+        do
+        {
+            id = (uint)Interlocked.Increment(ref _nextRequestId);
+        }
+        while (id == 0);
+        return id;
+    }
+
+    private async Task<IMessage?> ReadAsync(CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            var read = await _input.ReadAsync(cancellationToken);
+            var buffer = read.Buffer;
+            var status = FrameCodec.TryReadFrame(ref buffer, _maxFrame, out var body, out var declared);
+            if (status == FrameStatus.Complete)
+            {
+                try
+                {
+                    return FrameCodec.Decode(body);
+                }
+                finally
+                {
+                    _input.AdvanceTo(buffer.Start);
+                }
+            }
+
+            if (status is FrameStatus.Empty or FrameStatus.TooLarge)
+            {
+                throw new TatzelwurmException(ErrorCode.BadFrame, $"coordinator sent a frame of {declared} bytes");
+            }
+
+            _input.AdvanceTo(buffer.Start, buffer.End);
+            if (read.IsCompleted)
+            {
+                return null;
+            }
+        }
+    }
+
+    private async Task ReadLoopAsync()
+    {
+        try
+        {
+            while (await ReadAsync(_closed.Token) is { } message)
+            {
+                switch (message)
+                {
+                    case ErrorReply { RequestId: 0 } fatal:
+                        _failure = new TatzelwurmException(fatal.Code, fatal.Message);
+                        return;
+                    case TaskLayer layer when _pending.TryGetValue(layer.RequestId, out var pending):
+                        pending.Layer?.Invoke(layer.Depth);
+                        break;
+                    case RpcLayer layer when _pending.TryGetValue(layer.RequestId, out var pending):
+                        pending.Layer?.Invoke(layer.Depth);
+                        break;
+                    case IReply reply and not (TaskLayer or RpcLayer) when _pending.TryGetValue(reply.RequestId, out var pending):
+                        pending.Done.TrySetResult(reply);
+                        break;
+                    default:
+                        _pushes.Writer.TryWrite(message);
+                        break;
+                }
+            }
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            _failure ??= ex;
+        }
+        finally
+        {
+            Shutdown();
+        }
+    }
+
+    private async Task WriteLoopAsync()
+    {
+        try
+        {
+            var reader = _outbound.Reader;
+            while (await reader.WaitToReadAsync(_closed.Token))
+            {
+                while (reader.TryRead(out var message))
+                {
+                    FrameCodec.WriteFrame(_output, message);
+                }
+
+                await _output.FlushAsync(_closed.Token);
+            }
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            _failure ??= ex;
+        }
+        finally
+        {
+            Shutdown();
+        }
+    }
+
+    private void Shutdown()
+    {
+        _outbound.Writer.TryComplete();
+        _pushes.Writer.TryComplete();
+        var lost = new ConnectionLostException(_failure is TatzelwurmException t ? $"connection closed by the coordinator: {t.Code}: {t.Message}" : "connection to the coordinator lost", _failure);
+        foreach (var pending in _pending.Values)
+        {
+            pending.Done.TrySetException(lost);
+        }
+
+        try
+        {
+            _closed.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+
+        _socket.Dispose();
+    }
+
+    /// <summary>Closes the connection; outstanding requests fail with <see cref="ConnectionLostException"/>.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        _outbound.Writer.TryComplete();
+        try
+        {
+            await _writeLoop.WaitAsync(TimeSpan.FromSeconds(5));
+        }
+        catch (Exception ex) when (ex is TimeoutException or OperationCanceledException)
+        {
+        }
+
+        Shutdown();
+        await _readLoop;
+        await _input.CompleteAsync();
+        await _output.CompleteAsync();
+        await _stream.DisposeAsync();
+        _closed.Dispose();
+    }
+}

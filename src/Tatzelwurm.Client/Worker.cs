@@ -1,0 +1,431 @@
+using System.Collections.Concurrent;
+using Tatzelwurm.Protocol;
+
+namespace Tatzelwurm.Client;
+
+/// <summary>A task handed to this worker.</summary>
+public sealed record AssignedTask(long Id, string Type, byte[] Payload, int Attempt, bool NoReply);
+
+/// <summary>How a handler ended: exit code (0 completed, -1 killed, other failed) and a result or error text.</summary>
+public sealed record TaskOutcomeReport(int ExitCode, byte[]? Result = null, string? Error = null)
+{
+    /// <summary>Exit code 0 with an optional result payload.</summary>
+    public static TaskOutcomeReport Completed(byte[]? result = null) => new(0, result);
+
+    /// <summary>A failure with an exit code other than 0 and -1.</summary>
+    public static TaskOutcomeReport Failed(int exitCode, string error) => new(exitCode, null, error);
+}
+
+/// <summary>Runs one assigned task; honour <see cref="TaskControl"/> to support pause and kill.</summary>
+public delegate Task<TaskOutcomeReport> TaskHandler(AssignedTask task, TaskControl control);
+
+/// <summary>
+/// The control surface of a running task. Kill cancels <see cref="Killed"/>; pause holds the task at its
+/// next <see cref="WaitWhilePausedAsync"/> or <see cref="WaitWhilePaused"/> checkpoint until play.
+/// </summary>
+// The kill source and the pause event have no timers or kernel handles, so nothing needs disposing;
+// not disposing them lets late controls (a pause arriving as the task ends) stay harmless.
+#pragma warning disable CA1001
+public sealed class TaskControl
+#pragma warning restore CA1001
+{
+    private readonly CancellationTokenSource _kill = new();
+    private readonly ManualResetEventSlim _running = new(initialState: true);
+    private TaskCompletionSource _resumed = NewResumed(completed: true);
+
+    /// <summary>Cancelled when the coordinator kills (or drops) the task.</summary>
+    public CancellationToken Killed => _kill.Token;
+
+    /// <summary>True while the task is paused.</summary>
+    public bool IsPaused => !_running.IsSet;
+
+    /// <summary>Completes at once while running; while paused, when played (or throws when killed).</summary>
+    public Task WaitWhilePausedAsync() => Volatile.Read(ref _resumed).Task.WaitAsync(_kill.Token);
+
+    /// <summary>Blocks the calling thread while paused; throws <see cref="OperationCanceledException"/> when killed.</summary>
+    public void WaitWhilePaused() => _running.Wait(_kill.Token);
+
+    internal void Pause()
+    {
+        if (_running.IsSet)
+        {
+            Volatile.Write(ref _resumed, NewResumed(completed: false));
+            _running.Reset();
+        }
+    }
+
+    internal void Resume()
+    {
+        _running.Set();
+        Volatile.Read(ref _resumed).TrySetResult();
+    }
+
+    internal void Kill()
+    {
+        _kill.Cancel();
+    }
+
+    private static TaskCompletionSource NewResumed(bool completed)
+    {
+        var tcs = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        if (completed)
+        {
+            tcs.SetResult();
+        }
+
+        return tcs;
+    }
+}
+
+/// <summary>Identity and capacity of a worker.</summary>
+public sealed record WorkerOptions
+{
+    /// <summary>How to reach the coordinator.</summary>
+    public ConnectionOptions Connection { get; init; } = ConnectionOptions.Default;
+
+    /// <summary>Stable identity across reconnects; defaults to host-pid-random.</summary>
+    public string WorkerId { get; init; } = $"{Environment.MachineName}-{Environment.ProcessId}-{Guid.NewGuid().ToString("N")[..6]}";
+
+    /// <summary>Shown in worker lists; defaults to the host name.</summary>
+    public string Name { get; init; } = Environment.MachineName;
+
+    /// <summary>Accepted task types; empty accepts every type.</summary>
+    public IReadOnlyList<string> Types { get; init; } = [];
+
+    /// <summary>How many tasks run at once.</summary>
+    public int Slots { get; init; } = 1;
+
+    /// <summary>Longest wait between reconnect attempts.</summary>
+    public TimeSpan MaxReconnectDelay { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>Clock for heartbeats and reconnect delays.</summary>
+    public TimeProvider Time { get; init; } = TimeProvider.System;
+
+    /// <summary>Receives one-line notes about connection changes (for logs); may be null.</summary>
+    public Action<string>? Log { get; init; }
+}
+
+/// <summary>
+/// The worker runner: registers, heartbeats on the coordinator's interval independently of the tasks it
+/// runs, runs assigned tasks through a handler, reports every state change until acknowledged, obeys
+/// pause/play/kill/abandon/drop and drain/stop, and reconnects and reclaims its tasks after a dropped
+/// connection or a coordinator restart.
+/// </summary>
+public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDisposable
+{
+    private readonly ConcurrentDictionary<long, RunningTask> _tasks = new();
+    private readonly CancellationTokenSource _stop = new();
+    private volatile Connection? _connection;
+    private volatile bool _stopRequested;
+    private int _running;
+    private int _maxRunning;
+    private long _completed;
+
+    private sealed class RunningTask(AssignedTask task)
+    {
+        public AssignedTask Task { get; } = task;
+        public TaskControl Control { get; } = new();
+        public bool Paused { get; set; }
+        public bool Abandoned { get; set; }
+        public bool Dropped { get; set; }
+
+        /// <summary>Keeps one task's reports in order without holding up other tasks' reports.</summary>
+        public SemaphoreSlim ReportLock { get; } = new(1, 1);
+
+        /// <summary>Reports not yet acknowledged, oldest first; re-sent after a reconnect.</summary>
+        public ConcurrentQueue<TaskUpdate> Unacknowledged { get; } = new();
+    }
+
+    /// <summary>The stable identity this worker registers with.</summary>
+    public string WorkerId => options.WorkerId;
+
+    /// <summary>Most tasks that ever ran at once (never more than the slots).</summary>
+    public int MaxConcurrent => Volatile.Read(ref _maxRunning);
+
+    /// <summary>Tasks this worker ran to termination.</summary>
+    public long Completed => Interlocked.Read(ref _completed);
+
+    /// <summary>Tasks held now.</summary>
+    public int Running => Volatile.Read(ref _running);
+
+    /// <summary>Releases the stop signal.</summary>
+    public void Dispose() => _stop.Dispose();
+
+    /// <summary>Runs until cancelled, or until the coordinator says stop and the running tasks are done.</summary>
+    public async Task RunAsync(CancellationToken cancellationToken)
+    {
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _stop.Token);
+        var delay = TimeSpan.FromMilliseconds(100);
+        while (!linked.IsCancellationRequested)
+        {
+            try
+            {
+                await using var connection = await Connection.ConnectAsync(options.Connection, Roles.Worker, linked.Token);
+                delay = TimeSpan.FromMilliseconds(100);
+                await ServeAsync(connection, linked.Token);
+            }
+            catch (OperationCanceledException) when (linked.IsCancellationRequested)
+            {
+                break;
+            }
+            catch (TatzelwurmException ex) when (ex.Code is ErrorCode.AuthFailed or ErrorCode.UnsupportedVersion)
+            {
+                throw;
+            }
+            catch (Exception ex) when (ex is ConnectionLostException or TatzelwurmException or IOException or System.Net.Sockets.SocketException or OperationCanceledException or InvalidOperationException)
+            {
+                options.Log?.Invoke($"connection lost ({ex.Message}); reconnecting in {delay.TotalMilliseconds:0} ms");
+            }
+            finally
+            {
+                _connection = null;
+            }
+
+            if (linked.IsCancellationRequested)
+            {
+                break;
+            }
+
+            try
+            {
+                await Task.Delay(delay, options.Time, linked.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                break;
+            }
+
+            delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, options.MaxReconnectDelay.Ticks));
+        }
+    }
+
+    private async Task ServeAsync(Connection connection, CancellationToken cancellationToken)
+    {
+        var held = _tasks.Values.Where(t => !t.Dropped).Select(t => new HeldTask(t.Task.Id, t.Paused)).ToList();
+        var registered = await connection.RequestAsync<WorkerRegistered>(
+            id => new RegisterWorker(id, options.WorkerId, options.Name, options.Types, options.Slots, held), cancellationToken: cancellationToken);
+        foreach (var id in registered.Drop)
+        {
+            Forget(id, kill: true);
+        }
+
+        _connection = connection;
+        options.Log?.Invoke($"registered as {options.WorkerId} ({held.Count} tasks reclaimed, {registered.Drop.Count} dropped)");
+
+        // Reports that were not acknowledged before the connection dropped go out again, in order.
+        foreach (var running in _tasks.Values)
+        {
+            _ = FlushReportsAsync(running);
+        }
+
+        using var serving = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, connection.Closed);
+        var heartbeats = HeartbeatAsync(connection, serving.Token);
+        try
+        {
+            await foreach (var push in connection.Pushes.ReadAllAsync(serving.Token))
+            {
+                Handle(push);
+                if (_stopRequested && _tasks.IsEmpty)
+                {
+                    await _stop.CancelAsync();
+                }
+            }
+        }
+        finally
+        {
+            await serving.CancelAsync();
+            await heartbeats;
+        }
+
+        throw new ConnectionLostException("connection to the coordinator closed");
+    }
+
+    // Heartbeats run on their own timer, so a handler that blocks its thread never delays them. A
+    // coordinator that stays silent for a whole lease is taken as gone: the connection is dropped
+    // and the worker reconnects and reclaims.
+    private async Task HeartbeatAsync(Connection connection, CancellationToken cancellationToken)
+    {
+        var interval = TimeSpan.FromMilliseconds(Math.Max(10, connection.Welcome.HeartbeatMs));
+        using var timer = new PeriodicTimer(interval, options.Time);
+        var sequence = 0L;
+        try
+        {
+            while (await timer.WaitForNextTickAsync(cancellationToken))
+            {
+                connection.Send(new Heartbeat(++sequence));
+            }
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or ConnectionLostException)
+        {
+        }
+    }
+
+    private void Handle(IMessage push)
+    {
+        switch (push)
+        {
+            case AssignTask assign:
+                Start(new AssignedTask(assign.TaskId, assign.Type, assign.Payload, assign.Attempt, assign.NoReply));
+                break;
+            case ControlTask control when _tasks.TryGetValue(control.TaskId, out var running):
+                Control(running, control.Action);
+                break;
+            case DrainNotice drain:
+                _stopRequested |= drain.Stop;
+                options.Log?.Invoke(drain.Stop ? "asked to stop: finishing running tasks" : "drained: no new tasks");
+                if (_stopRequested && _tasks.IsEmpty)
+                {
+                    _stop.Cancel();
+                }
+
+                break;
+        }
+    }
+
+    private void Start(AssignedTask task)
+    {
+        var running = new RunningTask(task);
+        if (!_tasks.TryAdd(task.Id, running))
+        {
+            return;
+        }
+
+        var now = Interlocked.Increment(ref _running);
+        for (var max = Volatile.Read(ref _maxRunning); now > max; max = Volatile.Read(ref _maxRunning))
+        {
+            Interlocked.CompareExchange(ref _maxRunning, now, max);
+        }
+
+        Report(running, TaskUpdateKind.Accepted);
+        _ = Task.Run(async () =>
+        {
+            TaskOutcomeReport outcome;
+            try
+            {
+                outcome = await handler(task, running.Control);
+            }
+            catch (OperationCanceledException) when (running.Control.Killed.IsCancellationRequested)
+            {
+                outcome = new TaskOutcomeReport(-1, null, "killed");
+            }
+            catch (Exception ex)
+            {
+                outcome = TaskOutcomeReport.Failed(1, $"{ex.GetType().Name}: {ex.Message}");
+            }
+
+            Finish(running, outcome);
+        });
+    }
+
+    private void Control(RunningTask running, ControlAction action)
+    {
+        switch (action)
+        {
+            case ControlAction.Pause:
+                running.Control.Pause();
+                running.Paused = true;
+                Report(running, TaskUpdateKind.Paused);
+                break;
+            case ControlAction.Play:
+                running.Control.Resume();
+                running.Paused = false;
+                Report(running, TaskUpdateKind.Resumed);
+                break;
+            case ControlAction.Kill:
+                running.Control.Kill();
+                break;
+            case ControlAction.Abandon:
+                // The task did not stop in time: report it killed now and ignore whatever it does later.
+                running.Abandoned = true;
+                running.Control.Kill();
+                Report(running, TaskUpdateKind.Finished, -1, null, "abandoned after an unconfirmed kill");
+                break;
+            case ControlAction.Drop:
+                Forget(running.Task.Id, kill: true);
+                break;
+        }
+    }
+
+    private void Finish(RunningTask running, TaskOutcomeReport outcome)
+    {
+        if (running.Dropped || running.Abandoned)
+        {
+            Release(running);
+            return;
+        }
+
+        Interlocked.Increment(ref _completed);
+        Report(running, TaskUpdateKind.Finished, outcome.ExitCode, outcome.Result, outcome.Error);
+    }
+
+    private void Report(RunningTask running, TaskUpdateKind kind, int exitCode = 0, byte[]? result = null, string? error = null)
+    {
+        running.Unacknowledged.Enqueue(new TaskUpdate(0, running.Task.Id, kind, exitCode, result, error));
+        _ = FlushReportsAsync(running);
+    }
+
+    // Sends a task's unacknowledged reports in order, each until acknowledged. A lost connection
+    // leaves them queued; the next registration calls this again.
+    private async Task FlushReportsAsync(RunningTask running)
+    {
+        await running.ReportLock.WaitAsync();
+        try
+        {
+            while (running.Unacknowledged.TryPeek(out var update) && _connection is { } connection)
+            {
+                try
+                {
+                    await connection.RequestAsync<OkReply>(id => update with { RequestId = id });
+                }
+                catch (TatzelwurmException ex) when (ex.Code is ErrorCode.IllegalTransition or ErrorCode.UnknownTask)
+                {
+                    // The coordinator no longer gives this task to us (killed, re-queued, purged): drop the report.
+                    options.Log?.Invoke($"task {update.TaskId}: {ex.Message}");
+                }
+                catch (TatzelwurmException ex) when (ex.Code == ErrorCode.StoreUnavailable)
+                {
+                    // Not persisted: keep it and try again shortly.
+                    await Task.Delay(TimeSpan.FromMilliseconds(500), options.Time);
+                    continue;
+                }
+                catch (ConnectionLostException)
+                {
+                    return;
+                }
+
+                running.Unacknowledged.TryDequeue(out _);
+                if (update.Kind == TaskUpdateKind.Finished)
+                {
+                    Release(running);
+                }
+            }
+        }
+        finally
+        {
+            running.ReportLock.Release();
+        }
+    }
+
+    private void Forget(long taskId, bool kill)
+    {
+        if (_tasks.TryGetValue(taskId, out var running))
+        {
+            running.Dropped = true;
+            running.Unacknowledged.Clear();
+            if (kill)
+            {
+                running.Control.Kill();
+            }
+
+            Release(running);
+        }
+    }
+
+    private void Release(RunningTask running)
+    {
+        if (_tasks.TryRemove(running.Task.Id, out _))
+        {
+            Interlocked.Decrement(ref _running);
+        }
+    }
+}

@@ -1,0 +1,170 @@
+using System.Diagnostics;
+using System.Threading.Channels;
+using Microsoft.Extensions.Logging;
+using Tatzelwurm.Core;
+using Tatzelwurm.Protocol;
+
+namespace Tatzelwurm.Server;
+
+/// <summary>
+/// The single writer behind the coordinator loop (group commit). It takes every unit queued since its
+/// last commit, merges them into one store batch, commits it once, and only then releases the frames
+/// that acknowledge or report those changes, in order. While the store fails it answers acks with
+/// StoreUnavailable, holds reports (assignments, events, outcomes) and keeps the unpersisted changes
+/// to retry, probing at most once a second.
+/// </summary>
+internal sealed partial class StoreWriter(ITaskStore store, ICoordinatorInbox inbox, TimeProvider time, ILogger logger)
+{
+    private static readonly TimeSpan ProbeInterval = TimeSpan.FromSeconds(1);
+
+    private readonly Channel<CommitUnit> _units = Channel.CreateUnbounded<CommitUnit>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly List<Effect> _held = [];
+    private StoreBatch? _pending;
+    private bool _healthy = true;
+    private DateTimeOffset _nextProbe;
+
+    /// <summary>Commits performed (fsync'd in the durable mode); for metrics and benchmarks.</summary>
+    public long Commits { get; private set; }
+
+    public void Enqueue(CommitUnit unit) => _units.Writer.TryWrite(unit);
+
+    public void Complete() => _units.Writer.TryComplete();
+
+    public async Task RunAsync()
+    {
+        var units = new List<CommitUnit>();
+        while (await _units.Reader.WaitToReadAsync())
+        {
+            units.Clear();
+            while (_units.Reader.TryRead(out var unit))
+            {
+                units.Add(unit);
+            }
+
+            var batch = Merge(_pending, units);
+            var durable = batch.IsEmpty;
+            if (!durable && (_healthy || time.GetUtcNow() >= _nextProbe))
+            {
+                durable = await TryCommitAsync(batch);
+            }
+
+            if (durable)
+            {
+                _pending = null;
+                if (!_healthy)
+                {
+                    _healthy = true;
+                    LogStoreRecovered(logger);
+                    inbox.Post(new StoreHealth(true, null));
+                }
+
+                foreach (var effect in _held)
+                {
+                    effect.Session.Send(effect.Message);
+                }
+
+                _held.Clear();
+                foreach (var unit in units)
+                {
+                    foreach (var effect in unit.Effects)
+                    {
+                        effect.Session.Send(effect.Message);
+                    }
+                }
+            }
+            else
+            {
+                _pending = batch;
+                foreach (var unit in units)
+                {
+                    foreach (var effect in unit.Effects)
+                    {
+                        Withhold(effect);
+                    }
+                }
+            }
+        }
+    }
+
+    private void Withhold(Effect effect)
+    {
+        switch (effect.Kind)
+        {
+            case EffectKind.Ack when effect.Message is IReply reply:
+                effect.Session.Send(new ErrorReply(reply.RequestId, ErrorCode.StoreUnavailable,
+                    "the store could not persist this change; it is not acknowledged"));
+                break;
+            case EffectKind.Plain:
+                effect.Session.Send(effect.Message);
+                break;
+            default:
+                _held.Add(effect);
+                break;
+        }
+    }
+
+    private async Task<bool> TryCommitAsync(StoreBatch batch)
+    {
+        var started = Stopwatch.GetTimestamp();
+        try
+        {
+            await store.CommitAsync(batch, CancellationToken.None);
+            Commits++;
+            TatzelwurmMetrics.CommitSeconds.Record(Stopwatch.GetElapsedTime(started).TotalSeconds);
+            TatzelwurmMetrics.CommitBatchSize.Record(batch.Upserts.Count + batch.Deletes.Count);
+            return true;
+        }
+        catch (Exception ex)
+        {
+            _nextProbe = time.GetUtcNow() + ProbeInterval;
+            if (_healthy)
+            {
+                _healthy = false;
+                LogStoreFailed(logger, ex);
+                inbox.Post(new StoreHealth(false, ex.Message));
+            }
+
+            return false;
+        }
+    }
+
+    // Later after-images of a task supersede earlier ones, so merging keeps only the newest.
+    private static StoreBatch Merge(StoreBatch? pending, List<CommitUnit> units)
+    {
+        if (pending is null && units.Count == 1)
+        {
+            return units[0].Batch;
+        }
+
+        var records = new Dictionary<long, TaskRecord?>();
+        var tagLimits = new List<KeyValuePair<string, int?>>();
+        var lastId = 0L;
+        foreach (var batch in units.Select(u => u.Batch).Prepend(pending).OfType<StoreBatch>())
+        {
+            foreach (var task in batch.Upserts)
+            {
+                records[task.Id] = task;
+            }
+
+            foreach (var id in batch.Deletes)
+            {
+                records[id] = null;
+            }
+
+            tagLimits.AddRange(batch.TagLimits);
+            lastId = Math.Max(lastId, batch.LastTaskId);
+        }
+
+        return new StoreBatch(
+            records.Values.OfType<TaskRecord>().ToList(),
+            records.Where(kv => kv.Value is null).Select(kv => kv.Key).ToList(),
+            tagLimits,
+            lastId);
+    }
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "store commit failed; not acknowledging changes until it recovers")]
+    private static partial void LogStoreFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "store commits succeed again")]
+    private static partial void LogStoreRecovered(ILogger logger);
+}

@@ -1,0 +1,98 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Net;
+using Microsoft.Extensions.Logging;
+using Tatzelwurm.App;
+using Tatzelwurm.Core;
+using Tatzelwurm.Protocol;
+using Tatzelwurm.Server;
+using Tatzelwurm.Storage;
+
+// tatzelwurm: the coordinator. Every setting comes from a flag, else the environment variable
+// TATZELWURM_<NAME> (e.g. TATZELWURM_LISTEN), else <data>/tatzelwurm.json, else the default.
+var listen = new Option<string?>("--listen") { Description = "host:port to listen on (port 0: the OS picks; the bound address is written to <data>/address) [default 127.0.0.1:7600]" };
+var data = new Option<string?>("--data") { Description = "data directory (store, token, address) [default $TATZELWURM_DATA or ~/.local/share/tatzelwurm]" };
+var store = new Option<string?>("--store") { Description = "store: memory (nothing survives a restart) [default memory]" };
+var maxFrame = new Option<int?>("--max-frame") { Description = "largest frame accepted, in bytes [default 16777216]" };
+var heartbeat = new Option<string?>("--heartbeat") { Description = "worker heartbeat interval, e.g. 2s [default 2s]" };
+var lease = new Option<string?>("--lease") { Description = "a worker silent this long is suspect [default 10s]" };
+var grace = new Option<string?>("--grace") { Description = "a suspect worker is dead after this long [default 30s]" };
+var killTimeout = new Option<string?>("--kill-timeout") { Description = "an unconfirmed kill is escalated to abandon after this long [default 30s]" };
+var policy = new Option<string?>("--default-policy") { Description = "at-most-once or at-least-once, for tasks that name none [default at-most-once]" };
+var retention = new Option<string?>("--retention") { Description = "terminated tasks are purged after this long, e.g. 7d [default 7d]" };
+var logFormat = new Option<string?>("--log-format") { Description = "text or json [default text]" };
+var logLevel = new Option<string?>("--log-level") { Description = "trace, debug, information, warning, error [default information]" };
+
+var root = new RootCommand("tatzelwurm: the coordinator of a persistent task queue for long-running processes")
+{
+    listen, data, store, maxFrame, heartbeat, lease, grace, killTimeout, policy, retention, logFormat, logLevel,
+};
+
+root.SetAction(async (parse, cancellationToken) =>
+{
+    var dataDir = DataDirectory.Resolve(parse.GetValue(data));
+    Directory.CreateDirectory(dataDir);
+    var settings = Settings.Load(dataDir);
+    string Get(Option<string?> option, string fallback) => parse.GetValue(option) ?? settings.Get(option.Name, fallback);
+
+    using var loggers = LoggerFactory.Create(builder =>
+    {
+        builder.SetMinimumLevel(Enum.Parse<LogLevel>(Get(logLevel, "information"), ignoreCase: true));
+        if (Get(logFormat, "text") == "json")
+        {
+            builder.AddJsonConsole(o => o.IncludeScopes = true);
+        }
+        else
+        {
+            builder.AddSimpleConsole(o =>
+            {
+                o.SingleLine = true;
+                o.IncludeScopes = true;
+                o.TimestampFormat = "HH:mm:ss.fff ";
+            });
+        }
+    });
+
+    var coordinatorOptions = new CoordinatorOptions
+    {
+        HeartbeatInterval = Settings.Duration(Get(heartbeat, "2s")),
+        Lease = Settings.Duration(Get(lease, "10s")),
+        Grace = Settings.Duration(Get(grace, "30s")),
+        KillTimeout = Settings.Duration(Get(killTimeout, "30s")),
+        DefaultPolicy = Get(policy, "at-most-once") switch
+        {
+            "at-most-once" => Tatzelwurm.Core.DeliveryPolicy.AtMostOnce,
+            "at-least-once" => Tatzelwurm.Core.DeliveryPolicy.AtLeastOnce,
+            var other => throw new ArgumentException($"--default-policy: '{other}' is neither at-most-once nor at-least-once"),
+        },
+        Retention = Settings.Duration(Get(retention, "7d")),
+    };
+    var hostOptions = new HostOptions
+    {
+        Listen = IPEndPoint.Parse(Get(listen, "127.0.0.1:7600")),
+        DataDirectory = dataDir,
+        MaxFrame = parse.GetValue(maxFrame) ?? int.Parse(settings.Get(maxFrame.Name, ProtocolConstants.DefaultMaxFrame.ToString(CultureInfo.InvariantCulture)), CultureInfo.InvariantCulture),
+        Coordinator = coordinatorOptions,
+    };
+
+    ITaskStore taskStore = Get(store, "memory") switch
+    {
+        "memory" => new InMemoryTaskStore(),
+        var other => throw new ArgumentException($"--store: unknown store '{other}'"),
+    };
+
+    var host = await CoordinatorHost.StartAsync(hostOptions, taskStore, TimeProvider.System, loggers, cancellationToken);
+    try
+    {
+        await Task.Delay(Timeout.Infinite, cancellationToken);
+    }
+    catch (OperationCanceledException)
+    {
+    }
+
+    // SIGTERM / Ctrl-C: stop accepting, let the loop and the writer finish, close the store cleanly.
+    await host.DisposeAsync();
+    return 0;
+});
+
+return await root.Parse(args).InvokeAsync();
