@@ -624,7 +624,9 @@ class Client:
             except ClientClosed:
                 raise
             except ConnectionLost:
-                if not resend or self._closing:
+                if self._closing:
+                    raise ClientClosed("client closed") from None
+                if not resend:
                     raise
             finally:
                 if not fut.done():
