@@ -40,8 +40,12 @@ LEASE_MS = int(os.environ.get("TATZELWURM_TEST_LEASE_MS", "1500"))
 GRACE_MS = int(os.environ.get("TATZELWURM_TEST_GRACE_MS", "5000"))
 
 
-def coordinator_command(data: Path) -> list[str]:
-    timing = [f"--heartbeat-ms={HEARTBEAT_MS}", f"--lease-ms={LEASE_MS}", f"--grace-ms={GRACE_MS}"]
+def coordinator_command(data: Path, extra_args: list[str] | None = None) -> list[str]:
+    timing = ["--heartbeat", f"{HEARTBEAT_MS}ms", "--lease", f"{LEASE_MS}ms", "--grace", f"{GRACE_MS}ms",
+              "--log-level", os.environ.get("TATZELWURM_TEST_LOG_LEVEL", "information")]
+    if os.environ.get("TATZELWURM_TEST_STORE"):
+        timing += ["--store", os.environ["TATZELWURM_TEST_STORE"]]
+    timing += extra_args or []
     if os.environ.get("TATZELWURM_TEST_COORDINATOR") == "fake":
         return [sys.executable, str(HERE / "fake_coordinator.py"), "--listen", "127.0.0.1:0", "--data", str(data),
                 *timing]
@@ -59,8 +63,9 @@ def coordinator_command(data: Path) -> list[str]:
 class Coordinator:
     """A coordinator process; ``restart()`` keeps its data directory (and so its tasks and token)."""
 
-    def __init__(self, data: Path) -> None:
+    def __init__(self, data: Path, extra_args: list[str] | None = None) -> None:
         self.data = data
+        self.extra_args = extra_args
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data.parent / f"{data.name}.log"
         self.address = ""
@@ -70,7 +75,7 @@ class Coordinator:
         self.data.mkdir(parents=True, exist_ok=True)
         (self.data / "address").unlink(missing_ok=True)
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(coordinator_command(self.data), stdout=log, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(coordinator_command(self.data, self.extra_args), stdout=log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
         log.close()
         deadline = time.monotonic() + timeout

@@ -4,7 +4,7 @@ It exists for developing and debugging the client while the real coordinator is 
 and is selected in the test-suite only with ``TATZELWURM_TEST_COORDINATOR=fake``; the suite's
 default is the real coordinator. Same command line as the real one::
 
-    fake_coordinator.py --listen 127.0.0.1:0 --data DIR [--heartbeat-ms N] [--lease-ms N] [--grace-ms N]
+    fake_coordinator.py --listen 127.0.0.1:0 --data DIR [--heartbeat 500ms] [--lease 3s] [--grace 3s]
 
 State is saved to ``DIR/fake-state.pickle`` after every change, so a restart keeps tasks (running
 ones wait ``grace`` for their worker to reclaim them).
@@ -168,10 +168,9 @@ class Coordinator:
             fresh = [w for w in candidates if w.worker_id not in t.rejected_by] or candidates
             w = min(fresh, key=lambda w: w.load(self.tasks))
             t.worker = w.worker_id
-            t.attempts += 1
             self.transition(t, S.SUBMIT)
             assert w.session is not None
-            w.session.send(p.AssignTask(t.id, t.type, t.payload, t.attempts, t.no_reply))
+            w.session.send(p.AssignTask(t.id, t.type, t.payload, t.attempts + 1, t.no_reply))
 
     def expire(self, worker_id: str) -> None:
         w = self.workers.get(worker_id)
@@ -180,6 +179,8 @@ class Coordinator:
         del self.workers[worker_id]
         for t in self.tasks.values():
             if t.worker == worker_id and t.state in (S.SUBMIT, S.RUN, S.PAUSE):
+                if t.state != S.SUBMIT:
+                    t.attempts += 1
                 if t.state == S.SUBMIT or t.policy != p.DeliveryPolicy.AT_MOST_ONCE:
                     t.worker = None
                     self.transition(t, S.READY, "worker lost")
@@ -494,17 +495,24 @@ def match(f: p.Filter | None, value: str | None) -> bool:
     return re.match(f.pattern, value) is not None
 
 
+def duration_ms(text: str) -> int:
+    m = re.fullmatch(r"(\d+)(ms|s|m)", text)
+    if m is None:
+        raise SystemExit(f"bad duration {text!r}")
+    return int(m.group(1)) * {"ms": 1, "s": 1000, "m": 60000}[m.group(2)]
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--listen", default="127.0.0.1:0")
     ap.add_argument("--data", required=True)
-    ap.add_argument("--heartbeat-ms", type=int, default=500)
-    ap.add_argument("--lease-ms", type=int, default=3000)
-    ap.add_argument("--grace-ms", type=int, default=3000)
+    ap.add_argument("--heartbeat", default="500ms")
+    ap.add_argument("--lease", default="3s")
+    ap.add_argument("--grace", default="3s")
     args, _ = ap.parse_known_args()
     data = Path(args.data)
     data.mkdir(parents=True, exist_ok=True)
-    coord = Coordinator(data, args.heartbeat_ms, args.lease_ms, args.grace_ms)
+    coord = Coordinator(data, duration_ms(args.heartbeat), duration_ms(args.lease), duration_ms(args.grace))
     host, port = args.listen.rsplit(":", 1)
     server = await asyncio.start_server(coord.handle, host, int(port))
     real_port = server.sockets[0].getsockname()[1]

@@ -14,6 +14,12 @@ import inspect
 from typing import Any, Awaitable, Callable
 
 
+# The protocol has no "cancelled" RPC response kind, and the coordinator turns a nil error text
+# into "" — so a cancelled level travels as an error reply with this exact text (tasks use exit
+# code -1 instead). Receivers also treat a nil error text as cancelled.
+CANCELLED_TEXT = "tatzelwurm:cancelled"
+
+
 class LevelCancelled(Exception):
     """The future of one layer was cancelled (the sender's future at that level is cancelled)."""
 

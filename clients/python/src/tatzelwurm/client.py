@@ -27,7 +27,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Protocol, 
 import msgpack
 
 from . import protocol as p
-from ._outcome import LevelCancelled, error_text, resolve_layers
+from ._outcome import CANCELLED_TEXT, LevelCancelled, error_text, resolve_layers
 from .config import Endpoint, resolve_endpoint
 from .protocol import (
     ConnectionLost,
@@ -546,12 +546,19 @@ class Client:
                 continue
             try:
                 await self._restore(conn)
-                return conn
             except (ConnectionLost, OSError, asyncio.TimeoutError) as exc:
                 log.debug("connection lost while restoring the session (%s); retrying", exc)
                 conn.abort()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_backoff)
+                continue
+            except BaseException:
+                conn.abort()
+                raise
+            if self._closing:
+                conn.abort()
+                return None
+            return conn
         return None
 
     async def _restore(self, conn: Connection) -> None:
@@ -903,7 +910,7 @@ class Client:
         try:
             value = await resolve_layers(handler(delivery.payload), pending)
         except LevelCancelled:
-            self.rpc_respond(delivery.call_id, p.RpcResponseKind.ERROR, None, None)
+            self.rpc_respond(delivery.call_id, p.RpcResponseKind.ERROR, None, CANCELLED_TEXT)
         except Exception as exc:  # noqa: BLE001 - reported to the caller
             self.rpc_respond(delivery.call_id, p.RpcResponseKind.ERROR, None, error_text(exc))
         else:
@@ -921,7 +928,9 @@ class Client:
         """Call and return the reply payload; an error reply raises :class:`RemoteError`."""
         result = await self.call(namespace, identifier, payload)
         if not result.ok:
-            raise RemoteError(result.error or "RPC cancelled by the recipient")
+            if result.error is None or result.error == CANCELLED_TEXT:
+                raise asyncio.CancelledError("the recipient cancelled the call")
+            raise RemoteError(result.error)
         return result.payload
 
     # -- broadcast -----------------------------------------------------------------------------

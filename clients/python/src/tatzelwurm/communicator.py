@@ -43,7 +43,7 @@ from typing import Any, Awaitable, Callable, Coroutine, TypeVar
 
 from . import compat as kiwi
 from . import protocol as p
-from ._outcome import LevelCancelled, is_future, resolve_layers
+from ._outcome import CANCELLED_TEXT, LevelCancelled, is_future, resolve_layers
 from .client import Client, ClientClosed, LayerChain
 from .encoding import DEFAULT_DECODER, DEFAULT_ENCODER
 from .protocol import ConnectionLost, Filter, FilterKind
@@ -192,8 +192,7 @@ class _Core:
         try:
             value = await resolve_layers(result, pending)
         except LevelCancelled:
-            # Cancelled level: an error response with no text (see docs/python.md).
-            self.client.rpc_respond(call_id, p.RpcResponseKind.ERROR, None, None)
+            self.client.rpc_respond(call_id, p.RpcResponseKind.ERROR, None, CANCELLED_TEXT)
         except Exception as exc:  # noqa: BLE001
             self.client.rpc_respond(call_id, p.RpcResponseKind.ERROR, None, str(exc))
         else:
@@ -249,7 +248,7 @@ class _Core:
                 level.set_exception(dexc)
                 return
             level.set_result(value)
-        elif result.error is None:
+        elif result.error is None or result.error == CANCELLED_TEXT:
             level.cancel()
         else:
             level.set_exception(kiwi.RemoteException(result.error))
