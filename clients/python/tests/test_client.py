@@ -198,3 +198,34 @@ async def test_wait_result_future_and_watch(coordinator: Coordinator, client: ta
     finally:
         watcher.cancel()
         await worker.stop()
+
+
+async def test_frames_over_max_frame_are_refused_locally(tmp_path) -> None:
+    coord = Coordinator(tmp_path / "data", extra_args=["--max-frame", "4096"])
+    coord.start()
+    try:
+        async with await tatzelwurm.connect(coord.address, coord.token) as c:
+            assert c.welcome is not None and c.welcome.max_frame == 4096
+            with pytest.raises(p.FrameTooLarge):
+                await c.add(b"x" * 5000, type="big")
+            assert await c.add(b"x" * 100, type="small") > 0  # the connection is still fine
+    finally:
+        coord.stop()
+
+
+async def test_reconnect_after_connection_drop_restores_rpc_and_subscriptions(coordinator: Coordinator,
+                                                                              unique: str) -> None:
+    ns = f"ns-{unique}"
+    async with await tatzelwurm.connect(coordinator.address, coordinator.token) as server, \
+            await tatzelwurm.connect(coordinator.address, coordinator.token) as other:
+        got: list[bytes] = []
+        await server.register_rpc(ns, "svc", lambda payload: b"pong")
+        await server.subscribe(ns, "sub", lambda d: got.append(d.body))
+        reconnected = asyncio.Event()
+        server.on_reconnect(reconnected.set)
+        assert server.connection is not None
+        server.connection.abort(tatzelwurm.ConnectionLost("simulated drop"))
+        await asyncio.wait_for(reconnected.wait(), 10)
+        assert await other.call_value(ns, "svc") == b"pong"
+        await other.broadcast(ns, b"after")
+        await eventually(lambda: got == [b"after"])

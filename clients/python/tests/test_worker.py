@@ -367,3 +367,40 @@ async def test_abandon_when_a_blocking_function_ignores_the_kill(tmp_path: Path,
     finally:
         await w.stop(graceful=False)
         coord.stop()
+
+
+async def test_silent_coordinator_is_detected_and_the_worker_reconnects(private_coordinator: Coordinator,
+                                                                        unique: str) -> None:
+    """SIGSTOP the coordinator: the worker notices the missing heartbeat acks within the lease,
+    drops the connection and, once the coordinator runs again, reconnects and reclaims."""
+    import signal
+
+    coord = private_coordinator
+    release = threading.Event()
+
+    def job(task: TaskContext) -> str:
+        release.wait(60)
+        return "kept through the freeze"
+
+    w = Worker({f"freeze-{unique}": job}, data_dir=str(coord.data))
+    await w.start()
+    lost: list[BaseException] = []
+    w.client.on_disconnect(lost.append)
+    try:
+        async with await tatzelwurm.connect(data_dir=coord.data) as c:
+            tid = await c.add(b"", type=f"freeze-{unique}", policy=p.DeliveryPolicy.AT_LEAST_ONCE)
+            await eventually(lambda: _is(c, tid, p.TaskState.RUN))
+        assert coord.proc is not None
+        coord.proc.send_signal(signal.SIGSTOP)
+        try:
+            await eventually(lambda: lost, timeout=3 * LEASE_MS / 1000 + 2)
+        finally:
+            coord.proc.send_signal(signal.SIGCONT)
+        assert "heartbeat" in str(lost[0])
+        release.set()
+        async with await tatzelwurm.connect(data_dir=coord.data) as c:
+            outcome = await asyncio.wait_for(c.wait(tid), 30)
+            assert outcome.exit_code == 0 and msgpack.unpackb(outcome.result) == "kept through the freeze"
+    finally:
+        release.set()
+        await w.stop(graceful=False)
