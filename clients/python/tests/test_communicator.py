@@ -819,6 +819,8 @@ def test_s9_lost_connection_gives_timeout_error_from_broadcast_send(tmp_path: An
     coord = C(tmp_path / "data")
     coord.start()
     comm = twc.connect(connection_params={"data_dir": str(coord.data)}, **names)
+    got: list[Any] = []
+    comm.add_broadcast_subscriber(lambda *a: got.append(a[1]))
     try:
         assert comm.broadcast_send("up") is True
         coord.kill()
@@ -828,6 +830,7 @@ def test_s9_lost_connection_gives_timeout_error_from_broadcast_send(tmp_path: An
                 time.sleep(0.2)
         coord.start()  # new port: found again through the data dir
         assert wait_for(lambda: _try_broadcast(comm), timeout=15) is True
+        wait_for(lambda: "back" in got)  # the subscription was restored on the new connection
     finally:
         comm.close()
         coord.stop()

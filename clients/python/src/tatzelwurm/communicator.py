@@ -371,6 +371,8 @@ class _Core:
         # Everybody here rejected it: give it back. Repeated rejections of the same task by this
         # client back off a little, so that a queue nobody here can serve does not spin.
         count = self._rejections.get(task_id, 0) + 1
+        if len(self._rejections) > 10_000:  # forget old tasks (taken by other consumers meanwhile)
+            self._rejections.clear()
         self._rejections[task_id] = count
         self._held.pop(task_id, None)
         delay = 0.0 if count <= 2 else min(0.01 * 2 ** (count - 2), 1.0)
