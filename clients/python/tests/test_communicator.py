@@ -879,3 +879,37 @@ async def test_async_communicator(coordinator: Coordinator, names: dict[str, str
         await b.close()
     with pytest.raises(kiwipy.CommunicatorClosed):
         await a.broadcast_send("x")
+
+
+# beyond the contract: actioner control of communicator tasks ------------------------------------
+
+
+async def test_kill_of_a_communicator_task_cancels_the_sender_future(coordinator: Coordinator,
+                                                                     make_comm: Factory) -> None:
+    import tatzelwurm
+
+    worker, sender = make_comm(), make_comm()
+    gate: concurrent.futures.Future[Any] = kiwipy.Future()
+    worker.add_task_subscriber(lambda c, t: gate)
+    outer = sender.task_send("long process")
+    inner = await asyncio.wrap_future(outer)  # pending layer: the subscriber holds the task
+    async with await tatzelwurm.connect(coordinator.address, coordinator.token) as actioner:
+        running = await actioner.list(state="run", type=sender.task_queue)
+        (task,) = running.tasks
+        await actioner.kill(task.id)
+        outcome = await actioner.wait(task.id)
+        assert outcome.exit_code == -1
+    with pytest.raises(kiwipy.CancelledError):
+        inner.result(5)
+    assert gate.cancelled()
+
+
+async def test_task_policy_is_passed_on(coordinator: Coordinator, make_comm: Factory) -> None:
+    import tatzelwurm
+
+    comm = make_comm(task_policy=tatzelwurm.DeliveryPolicy.AT_LEAST_ONCE)
+    comm.task_send("queued", no_reply=True)
+    async with await tatzelwurm.connect(coordinator.address, coordinator.token) as actioner:
+        (task,) = (await actioner.list(type=comm.task_queue)).tasks
+        assert task.policy == tatzelwurm.DeliveryPolicy.AT_LEAST_ONCE and task.no_reply
+        await actioner.kill(task.id)

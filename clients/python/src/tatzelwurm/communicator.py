@@ -101,8 +101,10 @@ class _Core:
 
     def __init__(self, owner: Any, client: Client, namespace: str, task_type: str,
                  encoder: Callable[[Any], bytes], decoder: Callable[[bytes], Any],
-                 new_future: Callable[[], Any], task_slots: int) -> None:
+                 new_future: Callable[[], Any], task_slots: int,
+                 task_policy: p.DeliveryPolicy | int = p.DeliveryPolicy.DEFAULT) -> None:
         self.owner = owner
+        self.task_policy = task_policy
         self.client = client
         self.namespace = namespace
         self.task_type = task_type
@@ -257,7 +259,7 @@ class _Core:
 
     async def task_send(self, task: Any, no_reply: bool) -> Any:
         body = self.encode((task, no_reply))
-        spec = p.TaskSpec(body, self.task_type, 0, [], p.DeliveryPolicy.DEFAULT, True, bool(no_reply))
+        spec = p.TaskSpec(body, self.task_type, 0, [], self.task_policy, True, bool(no_reply))
         try:
             (task_id,) = await self.client.add_many([spec])
         except (p.StoreUnavailable, p.InvalidRequest, p.ShuttingDown) as exc:
@@ -615,7 +617,8 @@ class TatzelwurmCommunicator(kiwi.Communicator):  # type: ignore[misc,valid-type
                  message_exchange: str = DEFAULT_MESSAGE_EXCHANGE, task_exchange: str = DEFAULT_TASK_EXCHANGE,
                  task_queue: str = DEFAULT_TASK_QUEUE, encoder: Callable[[Any], bytes] | None = None,
                  decoder: Callable[[bytes], Any] | None = None, testing_mode: bool = False,
-                 task_slots: int = DEFAULT_TASK_SLOTS, connect_timeout: float = 10.0) -> None:
+                 task_slots: int = DEFAULT_TASK_SLOTS, connect_timeout: float = 10.0,
+                 task_policy: p.DeliveryPolicy | int = p.DeliveryPolicy.DEFAULT) -> None:
         self._closed = False
         self._loop = asyncio.new_event_loop()
         self._loop.set_debug(bool(testing_mode))
@@ -632,7 +635,7 @@ class TatzelwurmCommunicator(kiwi.Communicator):  # type: ignore[misc,valid-type
         async def start() -> _Core:
             await client.start()
             return _Core(self, client, message_exchange, task_queue, encoder or DEFAULT_ENCODER,
-                         decoder or DEFAULT_DECODER, kiwi.Future, task_slots)
+                         decoder or DEFAULT_DECODER, kiwi.Future, task_slots, task_policy)
 
         try:
             self._core = asyncio.run_coroutine_threadsafe(start(), self._loop).result(connect_timeout + 1)
@@ -834,14 +837,15 @@ def connect(connection_params: Any = None, connection_factory: Any = None, loop:
     ``token``, ``data_dir``) or a string: the coordinator's address (``host:port``,
     ``tatzelwurm://token@host:port``). ``connection_factory``, ``loop``, ``task_prefetch_*`` and
     ``async_task_timeout`` are accepted and ignored. Extra keywords ``address``, ``token``,
-    ``data_dir``, ``task_slots`` and ``connect_timeout`` are passed on."""
+    ``data_dir``, ``task_slots``, ``connect_timeout`` and ``task_policy`` (the delivery policy of the
+    tasks it sends; default: the coordinator's ``--default-policy``) are passed on."""
     args = _endpoint_args(connection_params)
     for key in ("address", "token", "data_dir"):
         if kwargs.get(key) is not None:
             args[key] = kwargs.pop(key)
         else:
             kwargs.pop(key, None)
-    extra = {k: kwargs.pop(k) for k in ("task_slots", "connect_timeout") if k in kwargs}
+    extra = {k: kwargs.pop(k) for k in ("task_slots", "connect_timeout", "task_policy") if k in kwargs}
     if kwargs:
         log.debug("ignoring communicator arguments %s", sorted(kwargs))
     return TatzelwurmCommunicator(**args, message_exchange=message_exchange, task_exchange=task_exchange,
@@ -931,7 +935,9 @@ async def connect_async(connection_params: Any = None, *, message_exchange: str 
                         task_queue: str = DEFAULT_TASK_QUEUE, encoder: Callable[[Any], bytes] | None = None,
                         decoder: Callable[[bytes], Any] | None = None, address: str | None = None,
                         token: str | None = None, data_dir: str | os.PathLike[str] | None = None,
-                        task_slots: int = DEFAULT_TASK_SLOTS, **ignored: Any) -> AsyncTatzelwurmCommunicator:
+                        task_slots: int = DEFAULT_TASK_SLOTS,
+                        task_policy: p.DeliveryPolicy | int = p.DeliveryPolicy.DEFAULT,
+                        **ignored: Any) -> AsyncTatzelwurmCommunicator:
     """Connect an :class:`AsyncTatzelwurmCommunicator` on the running loop."""
     args = _endpoint_args(connection_params)
     args.update({k: v for k, v in (("address", address), ("token", token), ("data_dir", data_dir)) if v is not None})
@@ -941,4 +947,4 @@ async def connect_async(connection_params: Any = None, *, message_exchange: str 
     loop = asyncio.get_running_loop()
     return AsyncTatzelwurmCommunicator(lambda owner: _Core(owner, client, message_exchange, task_queue,
                                                            encoder or DEFAULT_ENCODER, decoder or DEFAULT_DECODER,
-                                                           loop.create_future, task_slots))
+                                                           loop.create_future, task_slots, task_policy))
