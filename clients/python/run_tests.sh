@@ -7,11 +7,11 @@
 #   communicator encoder is MessagePack instead of YAML)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-cd "$here"
 junit=()
 if [ $# -ge 1 ] && [ -n "$1" ]; then
   mkdir -p "$(dirname "$1")"
-  junit=(--junitxml "$1")
+  junit=(--junitxml "$(cd "$(dirname "$1")" && pwd)/$(basename "$1")")
   shift
 fi
+cd "$here"
 exec /usr/bin/python3 -m pytest -p no:cacheprovider -q "${junit[@]}" "$@" tests
