@@ -14,4 +14,4 @@ if [ $# -ge 1 ] && [ -n "$1" ]; then
   shift
 fi
 cd "$here"
-exec /usr/bin/python3 -m pytest -p no:cacheprovider -q "${junit[@]}" "$@" tests
+exec /usr/bin/python3 -m pytest -p no:cacheprovider -q "${junit[@]}" "$@"   # testpaths: tests
