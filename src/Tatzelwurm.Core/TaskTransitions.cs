@@ -31,7 +31,8 @@ public static class TaskTransitions
     {
         [TaskState.Created] = [TaskState.Ready, TaskState.Pause, TaskState.Terminated],
         [TaskState.Ready] = [TaskState.Submit, TaskState.Pause, TaskState.Terminated],
-        [TaskState.Submit] = [TaskState.Run, TaskState.Ready, TaskState.Terminated],
+        // Submit → Pause: a pause asked for before the worker accepted, applied when the worker is lost.
+        [TaskState.Submit] = [TaskState.Run, TaskState.Ready, TaskState.Pause, TaskState.Terminated],
         [TaskState.Run] = [TaskState.Pause, TaskState.Ready, TaskState.Terminated],
         [TaskState.Pause] = [TaskState.Ready, TaskState.Run, TaskState.Terminated],
         [TaskState.Terminated] = [],
