@@ -145,10 +145,18 @@ public static class TaskTransitions
         return new Step(Move(task, TaskState.Run, now, null), null, signal);
     }
 
-    public static Step Reject(TaskRecord task, string workerId, DateTimeOffset now) =>
-        task.WorkerId != workerId || task.State != TaskState.Submit
-            ? Rejection.Illegal(task, $"reject on {workerId}")
-            : Move(task, TaskState.Ready, now, $"rejected by {workerId}") with { WorkerId = null };
+    public static Step Reject(TaskRecord task, string workerId, DateTimeOffset now)
+    {
+        if (task.WorkerId != workerId || task.State != TaskState.Submit)
+        {
+            return Rejection.Illegal(task, $"reject on {workerId}");
+        }
+
+        // A kill or pause asked for while it was in submit applies now, as if the worker were lost.
+        return task.PendingControl is PendingControl.Kill or PendingControl.Pause
+            ? WorkerLost(task, $"rejected by {workerId}", now)
+            : Move(task, TaskState.Ready, now, $"rejected by {workerId}") with { WorkerId = null, PendingControl = PendingControl.None };
+    }
 
     public static Step WorkerPaused(TaskRecord task, string workerId, DateTimeOffset now) =>
         task.WorkerId != workerId || task.State != TaskState.Run
