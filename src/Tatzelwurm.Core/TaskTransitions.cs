@@ -62,6 +62,11 @@ public static class TaskTransitions
     /// <summary>Actioner play: created/pause → ready, or resume on the worker that still holds it.</summary>
     public static Step Play(TaskRecord task, bool workerConnected, DateTimeOffset now)
     {
+        if (task.PendingControl == PendingControl.Kill)
+        {
+            return Rejection.Illegal(task, "play (a kill is pending)");
+        }
+
         switch (task.State)
         {
             case TaskState.Created:
@@ -161,12 +166,12 @@ public static class TaskTransitions
     public static Step WorkerPaused(TaskRecord task, string workerId, DateTimeOffset now) =>
         task.WorkerId != workerId || task.State != TaskState.Run
             ? Rejection.Illegal(task, $"report paused on {workerId}")
-            : Move(task, TaskState.Pause, now, "paused on worker") with { PendingControl = PendingControl.None };
+            : Move(task, TaskState.Pause, now, "paused on worker") with { PendingControl = KeepKill(task) };
 
     public static Step WorkerResumed(TaskRecord task, string workerId, DateTimeOffset now) =>
         task.WorkerId != workerId || task.State != TaskState.Pause
             ? Rejection.Illegal(task, $"report resumed on {workerId}")
-            : Move(task, TaskState.Run, now, "resumed on worker") with { PendingControl = PendingControl.None };
+            : Move(task, TaskState.Run, now, "resumed on worker") with { PendingControl = KeepKill(task) };
 
     /// <summary>One more "result to follow" layer; implies the worker accepted the task.</summary>
     public static Step WorkerPending(TaskRecord task, string workerId, DateTimeOffset now)
@@ -185,6 +190,10 @@ public static class TaskTransitions
             ? Rejection.Illegal(task, $"report finished on {workerId}")
             : Terminate(task, exitCode, task.NoReply ? null : result, error,
                 exitCode == ExitCodes.Killed && task.PendingControl == PendingControl.Kill ? "killed by actioner" : null, now);
+
+    // A pause/resume report settles a pending pause or play, never a kill sent after it.
+    private static PendingControl KeepKill(TaskRecord task) =>
+        task.PendingControl == PendingControl.Kill ? PendingControl.Kill : PendingControl.None;
 
     /// <summary>Kill escalation: the worker did not confirm in time and is told to abandon the task.</summary>
     public static bool KillOverdue(TaskRecord task, TimeSpan killTimeout, DateTimeOffset now) =>
