@@ -402,7 +402,10 @@ public sealed class CoordinatorState(CoordinatorOptions options)
 
         foreach (var id in _killsPending)
         {
-            if (_tasks.TryGetValue(id, out var task) && task.KillRequestedAt is { } at)
+            // Only kills Tick can escalate: while the worker is away the abandon waits for its
+            // reclaim or death, and a past deadline here would make the owner's timer spin.
+            if (_tasks.TryGetValue(id, out var task) && task.KillRequestedAt is { } at
+                && task.WorkerId is { } workerId && _workers.GetValueOrDefault(workerId) is { Connection: not null, Lease: WorkerLease.Connected })
             {
                 Consider(at + Options.KillTimeout);
             }
