@@ -144,7 +144,9 @@ public sealed class CoordinatorState(CoordinatorOptions options)
         }
 
         var worker = task.WorkerId is null ? null : _workers.GetValueOrDefault(task.WorkerId);
-        var connected = worker is { Lease: WorkerLease.Connected, Connection: not null };
+        // Any open connection gets the message, even with the lease lapsed: nothing else would
+        // deliver it if the worker resumes heartbeating on it (only a re-register re-sends).
+        var connected = worker is { Connection: not null };
         var step = verb switch
         {
             ControlVerb.Play => TaskTransitions.Play(task, connected, now),
