@@ -275,7 +275,11 @@ public sealed class CoordinatorState(CoordinatorOptions options)
                 _ => new Step(task, null),
             };
             Apply(step, worker);
-            ResendPendingControl(_tasks[tid], worker);
+            if (step.Signal == WorkerSignal.None)
+            {
+                // Accept already signals a pending pause or kill; don't send it twice.
+                ResendPendingControl(_tasks[tid], worker);
+            }
         }
 
         foreach (var rejecters in _rejectedBy.Values)
