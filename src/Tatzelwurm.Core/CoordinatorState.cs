@@ -321,8 +321,12 @@ public sealed class CoordinatorState(CoordinatorOptions options)
             return;
         }
 
-        worker.Lease = WorkerLease.Suspect;
-        worker.SuspectSince = now;
+        // Already suspect (lease lapsed): the grace period keeps counting from the lapse.
+        if (worker.Lease != WorkerLease.Suspect)
+        {
+            worker.Lease = WorkerLease.Suspect;
+            worker.SuspectSince = now;
+        }
     }
 
     public Rejection? WorkerUpdate(string workerId, long taskId, WorkerReport report, int exitCode, byte[]? result, string? error, DateTimeOffset now)
