@@ -210,6 +210,12 @@ public sealed class CoordinatorState(CoordinatorOptions options)
             }
         }
 
+        if (action == WorkerAction.Undrain)
+        {
+            // Tasks every other eligible worker rejected may go to this one again.
+            _ready.UnparkRejected();
+        }
+
         _assignNeeded = true;
         return null;
     }
@@ -301,6 +307,7 @@ public sealed class CoordinatorState(CoordinatorOptions options)
             if (worker.Lease == WorkerLease.Suspect)
             {
                 worker.Lease = WorkerLease.Connected;
+                _ready.UnparkRejected();
                 _assignNeeded = true;
             }
         }
