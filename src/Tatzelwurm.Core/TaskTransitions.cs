@@ -213,7 +213,7 @@ public static class TaskTransitions
         Step step = (task.PendingControl, task.State) switch
         {
             (PendingControl.Kill, _) => Terminate(task, ExitCodes.Killed, null, null, $"killed; {why}", now),
-            (PendingControl.Pause, _) => Move(task, TaskState.Pause, now, $"paused; {why}"),
+            (PendingControl.Pause, not TaskState.Pause) => Move(task, TaskState.Pause, now, $"paused; {why}"),
             (_, TaskState.Submit) => Move(task, TaskState.Ready, now, $"never started; {why}"),
             (PendingControl.Play, TaskState.Pause) => Move(task, TaskState.Ready, now, $"{why}; play requested"),
             (_, TaskState.Pause) => task with { Reason = $"{why}; stays paused", UpdatedAt = now },
