@@ -510,6 +510,41 @@ public class AssignerTests
         Assert.Empty(h.Assign());
     }
 
+    [Theory]
+    [InlineData(WorkerAction.Drain, WorkerMessageKind.Drain)]
+    [InlineData(WorkerAction.Stop, WorkerMessageKind.Stop)]
+    public void Drain_WhileWorkerDisconnected_NoticeSentWhenItRegistersAgain(WorkerAction action, WorkerMessageKind kind)
+    {
+        var h = new Harness();
+        h.Register("w1", slots: 2);
+        var running = h.Running("w1");
+        h.Disconnect("w1");
+
+        h.State.CommandWorker("w1", action);
+        Assert.Empty(h.Outbox());
+        h.Register("w1", slots: 2, held: [(running, false)]);
+
+        var notice = Assert.Single(h.Outbox());
+        Assert.Equal((kind, (object)h.Connections["w1"]), (notice.Kind, notice.Connection));
+        h.Add();
+        Assert.Empty(h.Assign());
+    }
+
+    [Fact]
+    public void Drain_ReRegisterOnSameConnection_NoticeNotRepeated()
+    {
+        var h = new Harness();
+        var conn = new Conn("w1");
+        h.State.RegisterWorker("w1", "w1", [], 2, [], conn, h.Now);
+        h.State.CommandWorker("w1", WorkerAction.Drain);
+        Assert.Single(h.Outbox());
+
+        h.State.RegisterWorker("w1", "w1", ["new-type"], 3, [], conn, h.Now);
+
+        Assert.Empty(h.Outbox());
+        Assert.True(h.State.Workers["w1"].Draining);
+    }
+
     [Fact]
     public void Undrain_Worker_GetsTasksAgain()
     {
