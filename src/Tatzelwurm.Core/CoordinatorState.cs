@@ -247,6 +247,11 @@ public sealed class CoordinatorState(CoordinatorOptions options)
         if (!ReferenceEquals(worker.Connection, connection))
         {
             worker.ConnectedAt = now;
+            if (worker.Draining)
+            {
+                // Drained or stopped while it was away (or on its old connection): tell the new one.
+                _outbox.Add(new WorkerMessage(connection, worker.Stopping ? WorkerMessageKind.Stop : WorkerMessageKind.Drain));
+            }
         }
 
         worker.Name = name;
