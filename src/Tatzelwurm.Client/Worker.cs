@@ -118,6 +118,7 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
     private volatile Connection? _connection;
     private volatile bool _stopRequested;
     private int _running;
+    private int _executing;
     private int _maxRunning;
     private long _completed;
 
@@ -290,15 +291,20 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
             return;
         }
 
-        var now = Interlocked.Increment(ref _running);
-        for (var max = Volatile.Read(ref _maxRunning); now > max; max = Volatile.Read(ref _maxRunning))
-        {
-            Interlocked.CompareExchange(ref _maxRunning, now, max);
-        }
-
+        Interlocked.Increment(ref _running);
         Report(running, TaskUpdateKind.Accepted);
         _ = Task.Run(async () =>
         {
+            // Peak concurrency counts handlers actually executing. A finished task stays in _running
+            // until its Finished report is acknowledged, and the acknowledgement can be processed
+            // after the next assignment that the freed slot allowed, so _running may briefly exceed
+            // the slots without any task running beyond them.
+            var now = Interlocked.Increment(ref _executing);
+            for (var max = Volatile.Read(ref _maxRunning); now > max; max = Volatile.Read(ref _maxRunning))
+            {
+                Interlocked.CompareExchange(ref _maxRunning, now, max);
+            }
+
             TaskOutcomeReport outcome;
             try
             {
@@ -313,6 +319,8 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
                 outcome = TaskOutcomeReport.Failed(1, $"{ex.GetType().Name}: {ex.Message}");
             }
 
+            // Before the report goes out: once the coordinator has it, it may fill the slot again.
+            Interlocked.Decrement(ref _executing);
             Finish(running, outcome);
         });
     }
