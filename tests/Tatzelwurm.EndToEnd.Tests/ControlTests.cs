@@ -73,14 +73,15 @@ public sealed class ControlTests
     }
 
     [Fact]
-    public async Task Kill_WhileItsWorkerIsDisconnected_AppliedWhenTheWorkerReclaims()
+    public async Task KillAndPause_WhileItsWorkerIsDisconnected_AppliedWhenTheWorkerReclaims()
     {
         await using var cluster = await Cluster.StartAsync(new CoordinatorSettings { Grace = TimeSpan.FromSeconds(8) });
         var proxy = cluster.Own(TcpProxy.Start(cluster.Address));
-        var worker = await cluster.StartWorkerAsync("w-proxied", "async", slots: 2, server: proxy.Address);
+        var worker = await cluster.StartWorkerAsync("w-proxied", "async", slots: 3, server: proxy.Address);
         var sleep = (await cluster.AddMockAsync("sleep:60s"))[0];
         var block = (await cluster.AddMockAsync("block:60s", type: "async"))[0];
-        foreach (var id in new[] { sleep, block })
+        var toPause = (await cluster.AddMockAsync("sleep:60s"))[0];
+        foreach (var id in new[] { sleep, block, toPause })
         {
             await cluster.WaitForTaskAsync(id, "to run on w-proxied", t => t.State == States.Run && t.Worker == "w-proxied");
         }
@@ -88,8 +89,11 @@ public sealed class ControlTests
         proxy.Block();
         await cluster.WaitForWorkerAsync("w-proxied", "to be suspect (disconnected)", w => w.State == "suspect");
 
-        var killed = await cluster.ActionwurmJsonAsync("task", "kill", sleep.ToString(), block.ToString());
-        Assert.Equal([sleep, block], killed.GetProperty("applied").EnumerateArray().Select(e => e.GetInt64()));
+        var controls = await Task.WhenAll(
+            cluster.ActionwurmJsonAsync("task", "kill", sleep.ToString(), block.ToString()),
+            cluster.ActionwurmJsonAsync("task", "pause", toPause.ToString()));
+        Assert.Equal([sleep, block], controls[0].GetProperty("applied").EnumerateArray().Select(e => e.GetInt64()));
+        Assert.Equal([toPause], controls[1].GetProperty("applied").EnumerateArray().Select(e => e.GetInt64()));
         foreach (var id in new[] { sleep, block })
         {
             // Recorded, not yet applied: the worker cannot be told.
@@ -100,6 +104,9 @@ public sealed class ControlTests
             Assert.Equal("kill requested", pending.GetProperty("reason").GetString());
         }
 
+        var pausePending = await cluster.Client.ShowAsync(toPause, TestContext.Current.CancellationToken);
+        Assert.True(pausePending.State == States.Run && pausePending.Worker == "w-proxied", Cluster.Describe(pausePending));
+
         proxy.Restore();
         foreach (var id in new[] { sleep, block })
         {
@@ -109,9 +116,11 @@ public sealed class ControlTests
             Assert.Equal("killed by actioner", done.Reason);
         }
 
+        var paused = await cluster.WaitForTaskAsync(toPause, "to be paused on its worker", t => t.State == States.Pause);
+        Assert.True(paused.Worker == "w-proxied" && paused.Attempts == 0 && paused.Reason == "paused on worker", Cluster.Describe(paused));
         Assert.True(proxy.Accepted >= 2, "the worker never reconnected through the proxy");
-        var summary = await cluster.StopWorkerAsync(worker, "w-proxied");
-        Assert.Equal(2, summary.Completed);
-        Assert.Contains("ended with exit code -1", worker.Stderr, StringComparison.Ordinal);
+        Assert.Contains($"task {sleep} ended with exit code -1", worker.Stderr, StringComparison.Ordinal);
+        Assert.Contains($"task {block} ended with exit code -1", worker.Stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain($"task {toPause} ended", worker.Stderr, StringComparison.Ordinal);
     }
 }
