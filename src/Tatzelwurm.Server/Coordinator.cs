@@ -206,6 +206,12 @@ public sealed partial class Coordinator : ICoordinatorInbox, IAsyncDisposable
             return;
         }
 
+        if (message is IRequest invalid && MissingField(message) is { } field)
+        {
+            Reply(client, new ErrorReply(invalid.RequestId, ErrorCode.InvalidRequest, $"{message.GetType().Name}: {field} is required"));
+            return;
+        }
+
         switch (message)
         {
             case Heartbeat heartbeat:
@@ -284,6 +290,19 @@ public sealed partial class Coordinator : ICoordinatorInbox, IAsyncDisposable
                 break;
         }
     }
+
+    // MessagePack lets nil stand in for any string; the registries key on these, so nil is refused here
+    // rather than failing deeper down as an internal error (or registering a nil identifier).
+    private static string? MissingField(IMessage message) => message switch
+    {
+        RpcRegister { Namespace: null } or RpcUnregister { Namespace: null } or RpcCall { Namespace: null }
+            or Subscribe { Namespace: null } or Unsubscribe { Namespace: null } or Broadcast { Namespace: null } => "namespace",
+        RpcRegister { Identifier: null } or RpcUnregister { Identifier: null } or RpcCall { Identifier: null } => "identifier",
+        Subscribe { Subscription: null } or Unsubscribe { Subscription: null } => "subscription",
+        Subscribe { Sender.Pattern: null } or Subscribe { Subject.Pattern: null } => "a filter's pattern",
+        WorkerCommand { Worker: null } => "worker",
+        _ => null,
+    };
 
     private void Register(Session client, SessionState session, RegisterWorker register, DateTimeOffset now)
     {
