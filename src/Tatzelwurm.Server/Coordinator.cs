@@ -270,6 +270,10 @@ public sealed partial class Coordinator : ICoordinatorInbox, IAsyncDisposable
             case RpcCall call:
                 Emit(_messaging.Call(client, call));
                 break;
+            case RpcResponse { Kind: not (RpcResponseKind.Pending or RpcResponseKind.Value or RpcResponseKind.Error) } response:
+                // Not a request, so the refusal can only be an Error with request id 0, which closes.
+                client.Close(new ErrorReply(0, ErrorCode.InvalidRequest, $"unknown RPC response kind {(int)response.Kind}"));
+                break;
             case RpcResponse response:
                 Emit(_messaging.Respond(client, response));
                 break;
@@ -286,7 +290,7 @@ public sealed partial class Coordinator : ICoordinatorInbox, IAsyncDisposable
                 Reply(client, new ErrorReply(request.RequestId, ErrorCode.InvalidRequest, $"{message.GetType().Name} is not a client request"));
                 break;
             default:
-                Reply(client, new ErrorReply(0, ErrorCode.InvalidRequest, $"{message.GetType().Name} is not sent by clients"));
+                client.Close(new ErrorReply(0, ErrorCode.InvalidRequest, $"{message.GetType().Name} is not sent by clients"));
                 break;
         }
     }

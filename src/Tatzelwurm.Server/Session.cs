@@ -187,12 +187,17 @@ public sealed partial class Session : IDisposable
             {
                 message = await ReadMessageAsync(cancellationToken);
             }
-            catch (ProtocolException ex) when (ex.Code == ErrorCode.UnknownMessage)
+            catch (ProtocolException ex) when (ex.Code == ErrorCode.UnknownMessage && ex.RequestId != 0)
             {
-                // The frame was intact: answer and keep the connection.
+                // The frame was intact and names its request: answer and keep the connection.
                 TatzelwurmMetrics.ProtocolErrors.Add(1, new KeyValuePair<string, object?>("code", ex.Code.ToString()));
                 Send(new ErrorReply(ex.RequestId, ex.Code, ex.Message));
                 continue;
+            }
+            catch (ProtocolException ex) when (ex.Code == ErrorCode.UnknownMessage)
+            {
+                // Nothing to correlate an answer with; an Error with request id 0 closes (docs/protocol.md §4).
+                throw Fatal(ex.Code, ex.Message);
             }
 
             if (message is null)
@@ -202,8 +207,7 @@ public sealed partial class Session : IDisposable
 
             if (message is Hello)
             {
-                Send(new ErrorReply(0, ErrorCode.InvalidRequest, "Hello was already received"));
-                continue;
+                throw Fatal(ErrorCode.InvalidRequest, "Hello was already received");
             }
 
             TatzelwurmMetrics.FramesIn.Add(1);
