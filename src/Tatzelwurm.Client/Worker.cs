@@ -118,6 +118,7 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
     private volatile Connection? _connection;
     private volatile bool _stopRequested;
     private int _running;
+    private int _executing;
     private int _maxRunning;
     private long _completed;
 
@@ -290,15 +291,18 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
             return;
         }
 
-        var now = Interlocked.Increment(ref _running);
-        for (var max = Volatile.Read(ref _maxRunning); now > max; max = Volatile.Read(ref _maxRunning))
-        {
-            Interlocked.CompareExchange(ref _maxRunning, now, max);
-        }
-
+        Interlocked.Increment(ref _running);
         Report(running, TaskUpdateKind.Accepted);
         _ = Task.Run(async () =>
         {
+            // Counted while the handler runs, not while the task is held: a finished task stays held until
+            // its report is acknowledged, and the coordinator may hand over the next task before that.
+            var now = Interlocked.Increment(ref _executing);
+            for (var max = Volatile.Read(ref _maxRunning); now > max; max = Volatile.Read(ref _maxRunning))
+            {
+                Interlocked.CompareExchange(ref _maxRunning, now, max);
+            }
+
             TaskOutcomeReport outcome;
             try
             {
@@ -313,6 +317,8 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
                 outcome = TaskOutcomeReport.Failed(1, $"{ex.GetType().Name}: {ex.Message}");
             }
 
+            // Before the report: only the report lets the coordinator give this slot to another task.
+            Interlocked.Decrement(ref _executing);
             Finish(running, outcome);
         });
     }
