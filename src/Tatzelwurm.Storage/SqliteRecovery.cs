@@ -64,6 +64,7 @@ internal static class SqliteRecovery
             throw new SqliteException($"cannot open for recovery: {message}", rc);
         }
 
+        raw.sqlite3_busy_timeout(db, 30_000);
         return db;
     }
 
@@ -134,9 +135,42 @@ internal static class SqliteRecovery
     /// <summary>Turns rows into records; one per thread (the pool and scratch lists are not shared).</summary>
     private sealed class RowReader
     {
+        // Tasks mostly share a few tag sets; records are immutable, so they can share the array too.
+        private const int MaxTagSets = 10_000;
+
         private readonly StringPool _pool = new();
         private readonly List<string> _tags = new(8);
         private readonly List<Transition> _history = new(16);
+        private readonly Dictionary<string, string[]> _tagSets = new(StringComparer.Ordinal);
+        private readonly Dictionary<string, string[]>.AlternateLookup<ReadOnlySpan<char>> _tagSetLookup;
+
+        public RowReader()
+        {
+            _tagSetLookup = _tagSets.GetAlternateLookup<ReadOnlySpan<char>>();
+        }
+
+        private string[] ReadTags(ReadOnlySpan<byte> json)
+        {
+            if (json.Length <= 2 || json.Length > 256)
+            {
+                return JsonColumns.ReadTags(json, _pool, _tags);
+            }
+
+            Span<char> key = stackalloc char[json.Length];
+            key = key[..Encoding.UTF8.GetChars(json, key)];
+            if (_tagSetLookup.TryGetValue(key, out var shared))
+            {
+                return shared;
+            }
+
+            var tags = JsonColumns.ReadTags(json, _pool, _tags);
+            if (_tagSets.Count < MaxTagSets)
+            {
+                _tagSets.Add(new string(key), tags);
+            }
+
+            return tags;
+        }
 
         // Column numbers are SelectRange's.
         public TaskRecord Read(IntPtr s)
@@ -154,7 +188,7 @@ internal static class SqliteRecovery
                 State = (TaskState)state,
                 Type = _pool.Intern(NativeSqlite.ColumnSpan(s, 2)),
                 Priority = NativeSqlite.ColumnInt(s, 3),
-                Tags = JsonColumns.ReadTags(NativeSqlite.ColumnSpan(s, 4), _pool, _tags),
+                Tags = ReadTags(NativeSqlite.ColumnSpan(s, 4)),
                 Payload = NativeSqlite.ColumnSpan(s, 5).ToArray(),
                 Policy = (DeliveryPolicy)NativeSqlite.ColumnInt(s, 6),
                 NoReply = NativeSqlite.ColumnInt(s, 7) != 0,

@@ -159,6 +159,21 @@ public sealed class SqliteTaskStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task Load_RowWithUnknownState_IsRefusedNotGuessed()
+    {
+        await using var store = await CommitOneAsync();
+        using (var c = new SqliteConnection($"Data Source={DbPath};Pooling=false"))
+        {
+            c.Open();
+            Scalar(c, "UPDATE tasks SET state = 42");
+        }
+
+        var ex = await Assert.ThrowsAsync<StoreException>(() => store.LoadAsync(Ct));
+
+        Assert.Contains("unknown state 42", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Open_NotASqliteFile_ThrowsStoreException()
     {
         File.WriteAllText(DbPath, new string('x', 4096));
