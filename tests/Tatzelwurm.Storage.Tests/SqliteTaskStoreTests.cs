@@ -287,12 +287,22 @@ public sealed class SqliteTaskStoreTests : IDisposable
     }
 
     [Fact]
-    public void Description_NamesFileAndDurability()
+    public async Task WithDurability_IntervalSpec_SetsModeAndPeriodAndShowsInDescription()
     {
         var options = new SqliteStoreOptions(DbPath).WithDurability("interval:50ms");
 
         Assert.Equal(Durability.Interval, options.Durability);
         Assert.Equal(TimeSpan.FromMilliseconds(50), options.SyncInterval);
+        await using var store = SqliteTaskStore.Open(options);
+        Assert.Equal($"sqlite {DbPath} (durability interval, sync every 50 ms)", store.Description);
+    }
+
+    [Fact]
+    public void WithDurability_ModeWithoutInterval_KeepsTheConfiguredPeriod()
+    {
+        var options = new SqliteStoreOptions(DbPath) { SyncInterval = TimeSpan.FromSeconds(1) }.WithDurability("interval");
+
+        Assert.Equal(TimeSpan.FromSeconds(1), options.SyncInterval);
     }
 
     [Theory]
