@@ -123,13 +123,16 @@ internal static class Bench
         var snapshot = store.LoadAsync(default).GetAwaiter().GetResult();
         var elapsed = sw.Elapsed;
         var cpu = Process.GetCurrentProcess().TotalProcessorTime - cpu0;
+        // Before the forced collections below, which would count too.
+        var gcPause = GC.GetTotalPauseDuration();
+        var gcCounts = $"{GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)}";
         store.DisposeAsync().AsTask().GetAwaiter().GetResult();
         GC.Collect();
         GC.WaitForPendingFinalizers();
         var managed = GC.GetTotalMemory(forceFullCollection: true);
         var rss = Rss();
         Console.WriteLine(
-            $"{snapshot.Tasks.Count:N0} tasks in {elapsed.TotalMilliseconds:N0} ms (CPU {cpu.TotalMilliseconds:N0} ms); RSS {baseline / 1048576.0:N0} -> {rss / 1048576.0:N0} MiB (peak {PeakRss() / 1048576.0:N0} MiB); managed heap {managed / 1048576.0:N0} MiB ({managed / Math.Max(1, snapshot.Tasks.Count):N0} B/task); GC pauses {GC.GetTotalPauseDuration().TotalMilliseconds:N0} ms, gen0/1/2 {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)}");
+            $"{snapshot.Tasks.Count:N0} tasks in {elapsed.TotalMilliseconds:N0} ms (CPU {cpu.TotalMilliseconds:N0} ms); RSS {baseline / 1048576.0:N0} -> {rss / 1048576.0:N0} MiB (peak {PeakRss() / 1048576.0:N0} MiB); managed heap {managed / 1048576.0:N0} MiB ({managed / Math.Max(1, snapshot.Tasks.Count):N0} B/task); GC pauses during load {gcPause.TotalMilliseconds:N0} ms, collections gen0/1/2 {gcCounts}");
         GC.KeepAlive(snapshot);
     }
 

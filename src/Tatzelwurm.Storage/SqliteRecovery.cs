@@ -1,3 +1,4 @@
+using System.Runtime;
 using System.Text;
 using Microsoft.Data.Sqlite;
 using SQLitePCL;
@@ -21,7 +22,67 @@ internal static class SqliteRecovery
     // Below this many ids one scan is cheaper than starting threads.
     private const long ParallelThreshold = 20_000;
 
+    // Below this the collections during a load are cheap anyway.
+    private const long NoGcRegionMinimum = 64L << 20;
+
     public static List<TaskRecord> ReadTasks(string path, CancellationToken cancellationToken)
+    {
+        // Everything recovery allocates stays alive, so every collection during the load only
+        // copies survivors: for a million tasks that was ~40% of the CPU time. A no-GC region sized
+        // from the file skips them; if the estimate is short the runtime simply collects as usual.
+        var noGc = TryStartNoGcRegion(EstimateHeapBytes(path));
+        try
+        {
+            return ReadAll(path, cancellationToken);
+        }
+        finally
+        {
+            if (noGc && GCSettings.LatencyMode == GCLatencyMode.NoGCRegion)
+            {
+                try
+                {
+                    GC.EndNoGCRegion();
+                }
+                catch (InvalidOperationException)
+                {
+                    // The region already ended (it ran out or someone collected): nothing to undo.
+                }
+            }
+        }
+    }
+
+    // Measured: the recovered heap is ~1.7x the database file (docs/storage.md).
+    private static long EstimateHeapBytes(string path)
+    {
+        var file = FileLength(path) + FileLength(path + "-wal");
+        return Math.Min(file * 2, GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 2);
+    }
+
+    private static long FileLength(string path)
+    {
+        var info = new FileInfo(path);
+        return info.Exists ? info.Length : 0;
+    }
+
+    private static bool TryStartNoGcRegion(long bytes)
+    {
+        if (bytes < NoGcRegionMinimum)
+        {
+            return false;
+        }
+
+        try
+        {
+            return GC.TryStartNoGCRegion(bytes);
+        }
+        catch (Exception ex) when (ex is ArgumentOutOfRangeException or InvalidOperationException)
+        {
+            // Larger than the runtime allows, or the host is already in a no-GC region.
+            return false;
+        }
+    }
+
+    private static List<TaskRecord> ReadAll(string path, CancellationToken cancellationToken)
     {
         using var db = OpenReadOnly(path);
         var (min, max) = IdRange(db);
