@@ -54,7 +54,7 @@ public sealed partial class MetricsTests
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         Assert.StartsWith("text/plain", response.Content.Headers.ContentType?.MediaType, StringComparison.Ordinal);
         var metrics = Parse(text);
-        TestContext.Current.SendDiagnosticMessage(text);
+        TestContext.Current.TestOutputHelper?.WriteLine(text);
 
         // Tasks by state and type, zeros included.
         Assert.Equal(7, metrics.Value("tatzelwurm_tasks", ("state", "terminated"), ("type", "work")));

@@ -27,7 +27,12 @@ internal sealed class TestCoordinator : IAsyncDisposable
         Store = store;
         DataDirectory = dataDirectory;
         Logs = logs;
-        Http = new HttpClient { BaseAddress = host.HttpAddress, Timeout = TimeSpan.FromSeconds(30) };
+        // No draining of abandoned responses (an event stream never ends): close at once.
+        Http = new HttpClient(new SocketsHttpHandler { ResponseDrainTimeout = TimeSpan.Zero })
+        {
+            BaseAddress = host.HttpAddress,
+            Timeout = TimeSpan.FromSeconds(30),
+        };
     }
 
     public CoordinatorHost Host { get; }

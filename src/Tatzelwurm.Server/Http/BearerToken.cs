@@ -20,10 +20,8 @@ internal sealed class BearerToken(string token)
             return false;
         }
 
-        var presented = value.AsSpan(Scheme.Length).Trim();
-        Span<byte> digest = stackalloc byte[SHA256.HashSizeInBytes];
-        var bytes = Encoding.UTF8.GetBytes(presented.ToString());
-        SHA256.HashData(bytes, digest);
+        var presented = value[Scheme.Length..].Trim();
+        var digest = SHA256.HashData(Encoding.UTF8.GetBytes(presented));
         return presented.Length > 0 && CryptographicOperations.FixedTimeEquals(digest, _digest);
     }
 }

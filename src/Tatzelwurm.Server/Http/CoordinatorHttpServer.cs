@@ -118,16 +118,18 @@ public sealed partial class CoordinatorHttpServer : IAsyncDisposable
             });
         }
 
+        // Histogram buckets suited to each quantity (the SDK's defaults are for milliseconds).
         builder.Services.AddOpenTelemetry()
             .ConfigureResource(resource => resource.AddService("tatzelwurm", serviceVersion: typeof(CoordinatorHttpServer).Assembly.GetName().Version?.ToString()))
             .WithMetrics(metrics => metrics
-            .AddMeter(TatzelwurmMetrics.MeterName)
-            .AddView("tatzelwurm.store.commit.duration", Buckets(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
-            .AddView("tatzelwurm.store.commit.batch_size", Buckets(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 50000))
-            // Tasks wait and run from milliseconds to weeks (SPEC §1).
-            .AddView("tatzelwurm.task.queue_wait", Buckets(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400))
-            .AddView("tatzelwurm.task.run_time", Buckets(0.01, 0.1, 1, 10, 60, 300, 900, 3600, 14400, 43200, 86400, 259200, 604800, 2419200))
-            .AddPrometheusExporter(options => options.ScrapeResponseCacheDurationMilliseconds = 0));
+                .AddMeter(TatzelwurmMetrics.MeterName)
+                .AddView("tatzelwurm.store.commit.duration", Buckets(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+                .AddView("tatzelwurm.store.commit.batch_size", Buckets(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 50000))
+                // Tasks wait and run from milliseconds to weeks (SPEC §1).
+                .AddView("tatzelwurm.task.queue_wait", Buckets(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400))
+                .AddView("tatzelwurm.task.run_time", Buckets(0.01, 0.1, 1, 10, 60, 300, 900, 3600, 14400, 43200, 86400, 259200, 604800, 2419200))
+                // Scrapes must see the gauges just refreshed, not a cached answer.
+                .AddPrometheusExporter(options => options.ScrapeResponseCacheDurationMilliseconds = 0));
 
         var app = builder.Build();
         _app = app;

@@ -28,6 +28,7 @@
     authed: false,
     live: false,
     skew: 0,               // server clock − browser clock, ms
+    armed: null,           // {key, until}: a destructive action waiting for its confirming click
   };
 
   // ---- small helpers ---------------------------------------------------------------------------
@@ -194,23 +195,38 @@
     if (['created', 'ready', 'submit', 'run'].includes(task.state) && task.pendingControl !== 'pause' && task.pendingControl !== 'kill') {
       buttons.push(actionButton('pause', 'quiet', () => act('tasks', task.id, 'pause')));
     }
-    if (task.state !== 'terminated' && task.pendingControl !== 'kill') buttons.push(actionButton('kill', 'danger quiet', () => act('tasks', task.id, 'kill'), true));
+    if (task.state !== 'terminated' && task.pendingControl !== 'kill') buttons.push(actionButton('kill', 'danger quiet', () => act('tasks', task.id, 'kill'), `task:${task.id}:kill`));
     return buttons;
   }
 
-  // A destructive action asks for a second click instead of a modal dialog.
-  function actionButton(label, cls, run, confirmFirst) {
-    const button = el('button', { type: 'button', class: `small ${cls}`, 'data-action': label }, label);
-    let timer = null;
+  // A destructive action (confirmKey set) asks for a second click instead of a modal dialog. The
+  // armed state outlives re-renders of the table (live updates), keyed by what it would act on.
+  const ARM_MS = 4000;
+
+  function isArmed(key) {
+    return key && ui.armed && ui.armed.key === key && ui.armed.until > Date.now();
+  }
+
+  function actionButton(label, cls, run, confirmKey) {
+    const armed = isArmed(confirmKey);
+    const button = el('button', { type: 'button', class: `small ${cls}${armed ? ' armed' : ''}`, 'data-action': label }, armed ? `confirm ${label}` : label);
     button.addEventListener('click', async (event) => {
       event.stopPropagation();
-      if (confirmFirst && !button.classList.contains('armed')) {
+      if (confirmKey && !isArmed(confirmKey)) {
+        ui.armed = { key: confirmKey, until: Date.now() + ARM_MS };
         button.classList.add('armed');
         button.textContent = `confirm ${label}`;
-        timer = setTimeout(() => { button.classList.remove('armed'); button.textContent = label; }, 4000);
+        setTimeout(() => {
+          if (ui.armed && ui.armed.until <= Date.now()) {
+            ui.armed = null;
+            renderTasks();
+            renderWorkers();
+            renderDetail();
+          }
+        }, ARM_MS + 50);
         return;
       }
-      clearTimeout(timer);
+      ui.armed = null;
       button.disabled = true;
       await run();
     });
@@ -284,7 +300,7 @@
     if (ui.authed) {
       if (w.draining) actions.push(actionButton('undrain', '', () => act('workers', w.id, 'undrain')));
       else actions.push(actionButton('drain', 'quiet', () => act('workers', w.id, 'drain')));
-      if (!w.stopping) actions.push(actionButton('stop', 'danger quiet', () => act('workers', w.id, 'stop'), true));
+      if (!w.stopping) actions.push(actionButton('stop', 'danger quiet', () => act('workers', w.id, 'stop'), `worker:${w.id}:stop`));
     }
     return el('tr', { 'data-worker-id': w.id },
       el('td', {}, w.name),
