@@ -15,9 +15,11 @@ namespace Tatzelwurm.Server.Http;
 /// same happens to every client if the watcher connection is lost (e.g. the coordinator closed it as
 /// overloaded after a burst of events); the hub then opens a new one.
 /// </remarks>
-internal sealed class EventHub(Func<Action<IMessage>, CancellationToken, Task<LocalConnection>> connect) : IAsyncDisposable
+internal sealed class EventHub(Func<Action<IMessage>, CancellationToken, Task<LocalConnection>> connect, int subscriberCapacity = EventHub.DefaultCapacity)
+    : IAsyncDisposable
 {
-    public const int SubscriberCapacity = 10_000;
+    /// <summary>Events queued for one client before it is told to resync instead.</summary>
+    public const int DefaultCapacity = 10_000;
 
     private readonly Lock _lock = new();
     private readonly CancellationTokenSource _stopping = new();
@@ -42,7 +44,7 @@ internal sealed class EventHub(Func<Action<IMessage>, CancellationToken, Task<Lo
     /// <summary>Registers a client; returns once every event committed from now on will reach it.</summary>
     public async Task<Subscriber> SubscribeAsync(CancellationToken cancellationToken)
     {
-        var subscriber = new Subscriber(SubscriberCapacity);
+        var subscriber = new Subscriber(subscriberCapacity);
         Task<LocalConnection> watcher;
         lock (_lock)
         {
