@@ -10,7 +10,7 @@ namespace Tatzelwurm.Dashboard.Tests;
 /// <summary>The event hub's guards, with small queues so that the limits are reached quickly.</summary>
 public sealed class EventHubTests
 {
-    private static CancellationToken Cancel => TestContext.Current.CancellationToken;
+    private static CancellationToken Cancel => TestDeadline.Token;
 
     [Fact]
     public async Task SlowClient_QueueFull_BoundedThenResync()

@@ -12,7 +12,7 @@ namespace Tatzelwurm.Dashboard.Tests;
 
 public sealed class HttpEndpointTests
 {
-    private static CancellationToken Cancel => TestContext.Current.CancellationToken;
+    private static CancellationToken Cancel => TestDeadline.Token;
 
     [Fact]
     public async Task HttpAddress_PortZero_RecordedInDataDirectoryAndServing()
@@ -57,12 +57,15 @@ public sealed class HttpEndpointTests
         Assert.Equal(HttpStatusCode.OK, (await tw.Http.GetApiAsync("/readyz")).Status);
 
         tw.Store.FailCommit = _ => true;
+        // The change caught in the failing commit stays applied and is acknowledged once the retry
+        // persists it; every later change is refused until then.
+        var caught = client.AddAsync(TestTasks.Ok, "t", ready: false, cancellationToken: Cancel);
+
+        var (status, body) = await Eventually.MatchAsync(() => tw.Http.GetApiAsync("/readyz"), r => r.Status == HttpStatusCode.ServiceUnavailable, "not ready");
+        Assert.Contains("store", body.GetProperty("detail").GetString(), StringComparison.Ordinal);
         var refused = await Assert.ThrowsAsync<TatzelwurmException>(() => client.AddAsync(TestTasks.Ok, "t", ready: false, cancellationToken: Cancel));
         Assert.Equal(ErrorCode.StoreUnavailable, refused.Code);
-
-        var (status, body) = await tw.Http.GetApiAsync("/readyz");
-        Assert.Equal(HttpStatusCode.ServiceUnavailable, status);
-        Assert.Contains("store", body.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.False(caught.IsCompleted);
         var counts = (await tw.Http.GetApiAsync("/api/counts")).Body;
         Assert.False(counts.GetProperty("storeHealthy").GetBoolean());
         // Liveness is not readiness: the loop still answers.
@@ -71,6 +74,8 @@ public sealed class HttpEndpointTests
         tw.Store.FailCommit = null;
         await Eventually.TrueAsync(async () => (await tw.Http.GetApiAsync("/readyz")).Status == HttpStatusCode.OK, "ready again after the store recovers");
         Assert.True((await tw.Http.GetApiAsync("/api/counts")).Body.GetProperty("storeHealthy").GetBoolean());
+        var id = await caught;
+        Assert.Contains(tw.Store.Snapshot().Tasks, t => t.Id == id);
     }
 
     [Fact]
@@ -376,13 +381,17 @@ public sealed class HttpEndpointTests
         await using var client = await tw.ClientAsync();
         var id = await client.AddAsync(TestTasks.Ok, "t", ready: false, cancellationToken: Cancel);
         tw.Store.FailCommit = _ => true;
+        var caught = client.AddAsync(TestTasks.Ok, "t", ready: false, cancellationToken: Cancel);
+        await Eventually.TrueAsync(async () => (await tw.Http.GetApiAsync("/readyz")).Status == HttpStatusCode.ServiceUnavailable, "store known to fail");
 
         var (status, body) = await tw.Http.PostApiAsync($"/api/tasks/{id}/kill", tw.Host.Token);
 
         Assert.Equal(HttpStatusCode.ServiceUnavailable, status);
         Assert.Equal("StoreUnavailable", body.GetProperty("code").GetString());
-        Assert.Equal(TaskState.Created, tw.Store.Snapshot().Tasks.Single(t => t.Id == id).State);
+        Assert.Equal(TaskState.Created, await tw.QueryAsync(s => s.Tasks[id].State));
         tw.Store.FailCommit = null;
+        await caught;
+        Assert.Equal(TaskState.Created, tw.Store.Snapshot().Tasks.Single(t => t.Id == id).State);
     }
 
     [Fact]

@@ -30,8 +30,8 @@ internal static class HttpJson
 
     private static async Task<(HttpStatusCode, JsonElement)> SendAsync(HttpClient http, HttpRequestMessage request)
     {
-        using var response = await http.SendAsync(request, Xunit.TestContext.Current.CancellationToken);
-        var text = await response.Content.ReadAsStringAsync(Xunit.TestContext.Current.CancellationToken);
+        using var response = await http.SendAsync(request, TestDeadline.Token);
+        var text = await response.Content.ReadAsStringAsync(TestDeadline.Token);
         var body = text.Length == 0 ? default : JsonDocument.Parse(text).RootElement.Clone();
         return (response.StatusCode, body);
     }

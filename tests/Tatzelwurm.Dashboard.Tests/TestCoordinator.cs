@@ -68,13 +68,13 @@ internal sealed class TestCoordinator : IAsyncDisposable
                 DataDirectory = dataDirectory,
                 Coordinator = options ?? CoordinatorOptions.Default,
             },
-            store, TimeProvider.System, loggers, TestContext.Current.CancellationToken);
+            store, TimeProvider.System, loggers, TestDeadline.Token);
         return new TestCoordinator(host, store, dataDirectory, logs);
     }
 
-    public Task<TatzelwurmClient> ClientAsync() => TatzelwurmClient.ConnectAsync(Connection, TestContext.Current.CancellationToken);
+    public Task<TatzelwurmClient> ClientAsync() => TatzelwurmClient.ConnectAsync(Connection, TestDeadline.Token);
 
-    public Task<T> QueryAsync<T>(Func<CoordinatorState, T> read) => Host.Coordinator.QueryAsync(read);
+    public Task<T> QueryAsync<T>(Func<CoordinatorState, T> read) => Host.Coordinator.QueryAsync(read).WaitAsync(Eventually.DefaultTimeout, TestDeadline.Token);
 
     /// <summary>Starts a worker running <see cref="TestTasks"/>; returns once the coordinator lists it as connected.</summary>
     public async Task<RunningWorker> StartWorkerAsync(string id, int slots, TestTasks tasks, string? name = null, IReadOnlyList<string>? types = null)

@@ -398,14 +398,24 @@ public sealed partial class CoordinatorHttpServer
         return true;
     }
 
-    // The reply to an action arrives only once the change is durable (or as StoreUnavailable).
+    // The reply to an action arrives only once the change is durable. While the store is known to
+    // fail the coordinator refuses at once (StoreUnavailable: nothing happened); a change caught in
+    // the commit that failed stays applied and is acknowledged when the retry succeeds, which may
+    // take longer than a request should wait: then the answer says it is not confirmed (yet).
     private async Task<IMessage?> ActAsync(HttpContext context, Func<uint, IRequest> request)
     {
         try
         {
             return await _actions.RequestAsync(request, context.RequestAborted).WaitAsync(QueryTimeout, _time, context.RequestAborted);
         }
-        catch (Exception ex) when (ex is ConnectionClosedException or ObjectDisposedException or TimeoutException)
+        catch (TimeoutException)
+        {
+            await ProblemAsync(context, StatusCodes.Status503ServiceUnavailable,
+                $"not confirmed within {QueryTimeout.TotalSeconds:0} s (is the store failing? see /readyz); the action takes effect if the store recovers",
+                "Unconfirmed");
+            return null;
+        }
+        catch (Exception ex) when (ex is ConnectionClosedException or ObjectDisposedException)
         {
             await ProblemAsync(context, StatusCodes.Status503ServiceUnavailable, $"the action could not be confirmed: {ex.Message}", "Unavailable");
             return null;
