@@ -117,6 +117,16 @@ public sealed class Timeline(int tasks)
         {
             phases["run→result"] = Percentiles.Of(Run, Result);
             phases["add→result"] = Percentiles.Of(Sent, Result);
+
+            // The round trip ends when the submitter has both the durable acknowledgement and the
+            // result (RabbitMQ may deliver the reply before the publisher confirm).
+            var done = new long[Result.Length];
+            for (var i = 0; i < done.Length; i++)
+            {
+                done[i] = Acked[i] == 0 || Result[i] == 0 ? 0 : Math.Max(Acked[i], Result[i]);
+            }
+
+            phases["round trip"] = Percentiles.Of(Sent, done);
         }
 
         return phases;
