@@ -17,7 +17,7 @@ if ! dotnet build Tatzelwurm.sln -c Debug --nologo -v q -clp:ErrorsOnly; then
 fi
 
 echo "== dotnet test"
-dotnet test --solution Tatzelwurm.sln --no-build -c Debug --report-trx --results-directory "$results/dotnet" 2>&1 | tee "$results/dotnet.log"
+dotnet test --solution Tatzelwurm.sln --no-build -c Debug --report-xunit-trx --results-directory "$results/dotnet" 2>&1 | tee "$results/dotnet.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 # Count from the TRX reports (one per test project) so the numbers cover every project.
 read -r p f s < <(python3 - "$results/dotnet" <<'PY'

@@ -144,7 +144,9 @@ public sealed class CoordinatorState(CoordinatorOptions options)
         }
 
         var worker = task.WorkerId is null ? null : _workers.GetValueOrDefault(task.WorkerId);
-        var connected = worker is { Lease: WorkerLease.Connected, Connection: not null };
+        // Any open connection gets the message, even with the lease lapsed: nothing else would
+        // deliver it if the worker resumes heartbeating on it (only a re-register re-sends).
+        var connected = worker is { Connection: not null };
         var step = verb switch
         {
             ControlVerb.Play => TaskTransitions.Play(task, connected, now),
@@ -208,6 +210,12 @@ public sealed class CoordinatorState(CoordinatorOptions options)
             }
         }
 
+        if (action == WorkerAction.Undrain)
+        {
+            // Tasks every other eligible worker rejected may go to this one again.
+            _ready.UnparkRejected();
+        }
+
         _assignNeeded = true;
         return null;
     }
@@ -239,6 +247,11 @@ public sealed class CoordinatorState(CoordinatorOptions options)
         if (!ReferenceEquals(worker.Connection, connection))
         {
             worker.ConnectedAt = now;
+            if (worker.Draining)
+            {
+                // Drained or stopped while it was away (or on its old connection): tell the new one.
+                _outbox.Add(new WorkerMessage(connection, worker.Stopping ? WorkerMessageKind.Stop : WorkerMessageKind.Drain));
+            }
         }
 
         worker.Name = name;
@@ -273,7 +286,11 @@ public sealed class CoordinatorState(CoordinatorOptions options)
                 _ => new Step(task, null),
             };
             Apply(step, worker);
-            ResendPendingControl(_tasks[tid], worker);
+            if (step.Signal == WorkerSignal.None)
+            {
+                // Accept already signals a pending pause or kill; don't send it twice.
+                ResendPendingControl(_tasks[tid], worker);
+            }
         }
 
         foreach (var rejecters in _rejectedBy.Values)
@@ -295,6 +312,7 @@ public sealed class CoordinatorState(CoordinatorOptions options)
             if (worker.Lease == WorkerLease.Suspect)
             {
                 worker.Lease = WorkerLease.Connected;
+                _ready.UnparkRejected();
                 _assignNeeded = true;
             }
         }
@@ -315,8 +333,12 @@ public sealed class CoordinatorState(CoordinatorOptions options)
             return;
         }
 
-        worker.Lease = WorkerLease.Suspect;
-        worker.SuspectSince = now;
+        // Already suspect (lease lapsed): the grace period keeps counting from the lapse.
+        if (worker.Lease != WorkerLease.Suspect)
+        {
+            worker.Lease = WorkerLease.Suspect;
+            worker.SuspectSince = now;
+        }
     }
 
     public Rejection? WorkerUpdate(string workerId, long taskId, WorkerReport report, int exitCode, byte[]? result, string? error, DateTimeOffset now)
@@ -402,7 +424,10 @@ public sealed class CoordinatorState(CoordinatorOptions options)
 
         foreach (var id in _killsPending)
         {
-            if (_tasks.TryGetValue(id, out var task) && task.KillRequestedAt is { } at)
+            // Only kills Tick can escalate: while the worker is away the abandon waits for its
+            // reclaim or death, and a past deadline here would make the owner's timer spin.
+            if (_tasks.TryGetValue(id, out var task) && task.KillRequestedAt is { } at
+                && task.WorkerId is { } workerId && _workers.GetValueOrDefault(workerId) is { Connection: not null, Lease: WorkerLease.Connected })
             {
                 Consider(at + Options.KillTimeout);
             }

@@ -31,7 +31,8 @@ public static class TaskTransitions
     {
         [TaskState.Created] = [TaskState.Ready, TaskState.Pause, TaskState.Terminated],
         [TaskState.Ready] = [TaskState.Submit, TaskState.Pause, TaskState.Terminated],
-        [TaskState.Submit] = [TaskState.Run, TaskState.Ready, TaskState.Terminated],
+        // Submit → Pause: a pause asked for before the worker accepted, applied when the worker is lost.
+        [TaskState.Submit] = [TaskState.Run, TaskState.Ready, TaskState.Pause, TaskState.Terminated],
         [TaskState.Run] = [TaskState.Pause, TaskState.Ready, TaskState.Terminated],
         [TaskState.Pause] = [TaskState.Ready, TaskState.Run, TaskState.Terminated],
         [TaskState.Terminated] = [],
@@ -61,6 +62,11 @@ public static class TaskTransitions
     /// <summary>Actioner play: created/pause → ready, or resume on the worker that still holds it.</summary>
     public static Step Play(TaskRecord task, bool workerConnected, DateTimeOffset now)
     {
+        if (task.PendingControl == PendingControl.Kill)
+        {
+            return Rejection.Illegal(task, "play (a kill is pending)");
+        }
+
         switch (task.State)
         {
             case TaskState.Created:
@@ -144,20 +150,28 @@ public static class TaskTransitions
         return new Step(Move(task, TaskState.Run, now, null), null, signal);
     }
 
-    public static Step Reject(TaskRecord task, string workerId, DateTimeOffset now) =>
-        task.WorkerId != workerId || task.State != TaskState.Submit
-            ? Rejection.Illegal(task, $"reject on {workerId}")
-            : Move(task, TaskState.Ready, now, $"rejected by {workerId}") with { WorkerId = null };
+    public static Step Reject(TaskRecord task, string workerId, DateTimeOffset now)
+    {
+        if (task.WorkerId != workerId || task.State != TaskState.Submit)
+        {
+            return Rejection.Illegal(task, $"reject on {workerId}");
+        }
+
+        // A kill or pause asked for while it was in submit applies now, as if the worker were lost.
+        return task.PendingControl is PendingControl.Kill or PendingControl.Pause
+            ? WorkerLost(task, $"rejected by {workerId}", now)
+            : Move(task, TaskState.Ready, now, $"rejected by {workerId}") with { WorkerId = null, PendingControl = PendingControl.None };
+    }
 
     public static Step WorkerPaused(TaskRecord task, string workerId, DateTimeOffset now) =>
         task.WorkerId != workerId || task.State != TaskState.Run
             ? Rejection.Illegal(task, $"report paused on {workerId}")
-            : Move(task, TaskState.Pause, now, "paused on worker") with { PendingControl = PendingControl.None };
+            : Move(task, TaskState.Pause, now, "paused on worker") with { PendingControl = KeepKill(task) };
 
     public static Step WorkerResumed(TaskRecord task, string workerId, DateTimeOffset now) =>
         task.WorkerId != workerId || task.State != TaskState.Pause
             ? Rejection.Illegal(task, $"report resumed on {workerId}")
-            : Move(task, TaskState.Run, now, "resumed on worker") with { PendingControl = PendingControl.None };
+            : Move(task, TaskState.Run, now, "resumed on worker") with { PendingControl = KeepKill(task) };
 
     /// <summary>One more "result to follow" layer; implies the worker accepted the task.</summary>
     public static Step WorkerPending(TaskRecord task, string workerId, DateTimeOffset now)
@@ -177,6 +191,10 @@ public static class TaskTransitions
             : Terminate(task, exitCode, task.NoReply ? null : result, error,
                 exitCode == ExitCodes.Killed && task.PendingControl == PendingControl.Kill ? "killed by actioner" : null, now);
 
+    // A pause/resume report settles a pending pause or play, never a kill sent after it.
+    private static PendingControl KeepKill(TaskRecord task) =>
+        task.PendingControl == PendingControl.Kill ? PendingControl.Kill : PendingControl.None;
+
     /// <summary>Kill escalation: the worker did not confirm in time and is told to abandon the task.</summary>
     public static bool KillOverdue(TaskRecord task, TimeSpan killTimeout, DateTimeOffset now) =>
         task.PendingControl == PendingControl.Kill && task.KillRequestedAt is { } at && now >= at + killTimeout;
@@ -195,7 +213,7 @@ public static class TaskTransitions
         Step step = (task.PendingControl, task.State) switch
         {
             (PendingControl.Kill, _) => Terminate(task, ExitCodes.Killed, null, null, $"killed; {why}", now),
-            (PendingControl.Pause, _) => Move(task, TaskState.Pause, now, $"paused; {why}"),
+            (PendingControl.Pause, not TaskState.Pause) => Move(task, TaskState.Pause, now, $"paused; {why}"),
             (_, TaskState.Submit) => Move(task, TaskState.Ready, now, $"never started; {why}"),
             (PendingControl.Play, TaskState.Pause) => Move(task, TaskState.Ready, now, $"{why}; play requested"),
             (_, TaskState.Pause) => task with { Reason = $"{why}; stays paused", UpdatedAt = now },
