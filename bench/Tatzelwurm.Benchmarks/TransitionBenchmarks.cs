@@ -20,7 +20,9 @@ public class TransitionBenchmarks
     public void Setup()
     {
         _ready = TaskTransitions.Create(1, _spec, DeliveryPolicy.AtMostOnce, Now);
-        _state = new CoordinatorState(CoordinatorOptions.Default);
+        // Retention zero and a purge per task keep the table at its steady size; with the default
+        // retention every terminated task would stay and the table would grow for the whole run.
+        _state = new CoordinatorState(CoordinatorOptions.Default with { Retention = TimeSpan.Zero });
         _state.RegisterWorker("w1", "w1", [], 1, [], _connection, Now);
     }
 
@@ -41,6 +43,7 @@ public class TransitionBenchmarks
         var assigned = _state.Assign(Now);
         _state.WorkerUpdate("w1", task.Id, WorkerReport.Accepted, 0, null, null, Now);
         _state.WorkerUpdate("w1", task.Id, WorkerReport.Finished, 0, null, null, Now);
+        _state.Purge(Now);
         _state.TakeBatch();
         _state.TakeChanges();
         _state.TakeOutbox();

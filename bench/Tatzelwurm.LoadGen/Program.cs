@@ -28,6 +28,7 @@ var priorities = new Option<int?>("--priorities") { Description = "spread tasks 
 var tags = new Option<int?>("--tags") { Description = "tag tasks round-robin with this many tags" };
 var waitResults = new Option<bool?>("--wait-results") { Description = "submitters wait for every result" };
 var prefill = new Option<int?>("--prefill") { Description = "tasks queued before the measured run" };
+var warmup = new Option<int?>("--warmup") { Description = "tasks run unmeasured first (JIT warm-up) [throughput 5000, roundtrip 300]" };
 var runs = new Option<int>("--runs") { DefaultValueFactory = _ => 3, Description = "alternating runs per target" };
 var workloads = new Option<string>("--workloads") { DefaultValueFactory = _ => "throughput,roundtrip" };
 
@@ -52,6 +53,7 @@ Workload BuildWorkload(ParseResult parse, string name)
         Tags = parse.GetValue(tags) ?? w.Tags,
         WaitResults = parse.GetValue(waitResults) ?? w.WaitResults,
         Prefill = parse.GetValue(prefill) ?? w.Prefill,
+        Warmup = parse.GetValue(warmup) ?? w.Warmup,
     };
 }
 
@@ -64,7 +66,7 @@ ITarget MakeTarget(ParseResult parse, string name) => name switch
 
 var run = new Command("run", "one workload against one target")
 {
-    target, workloadName, tasks, submitters, workers, window, prefetch, payload, taskMs, priorities, tags, waitResults, prefill,
+    target, workloadName, tasks, submitters, workers, window, prefetch, payload, taskMs, priorities, tags, waitResults, prefill, warmup,
     coordinator, store, coordinatorArgs, rabbitHost, rabbitPort, rabbitPid, fsyncs, json,
 };
 run.SetAction(async (parse, cancellationToken) =>
@@ -78,7 +80,7 @@ run.SetAction(async (parse, cancellationToken) =>
 
 var compare = new Command("compare", "tatzelwurm and RabbitMQ side by side: alternating runs, medians and ratios")
 {
-    workloads, runs, tasks, submitters, workers, window, prefetch, payload, taskMs, priorities, tags,
+    workloads, runs, tasks, submitters, workers, window, prefetch, payload, taskMs, priorities, tags, warmup,
     coordinator, store, coordinatorArgs, rabbitHost, rabbitPort, rabbitPid, fsyncs, json,
 };
 compare.SetAction(async (parse, cancellationToken) =>

@@ -20,6 +20,7 @@ public sealed class RabbitTarget(string host, int port, int serverPid) : ITarget
     private Timeline _timeline = new(0);
     private byte[] _result = [];
     private long _done;
+    private long _doneBase;
 
     public string Name => "rabbitmq";
 
@@ -81,7 +82,22 @@ public sealed class RabbitTarget(string host, int port, int serverPid) : ITarget
         await Task.WhenAll(submitters);
     }
 
-    public bool WorkersDone() => Interlocked.Read(ref _done) >= _workload.Tasks;
+    public async Task WarmupAsync(int tasks, CancellationToken cancellationToken)
+    {
+        var measured = (_workload, _timeline);
+        _workload = _workload with { Name = "warmup", Tasks = tasks };
+        _timeline = new Timeline(tasks);
+        await SubmitAsync(cancellationToken);
+        while (!WorkersDone())
+        {
+            await Task.Delay(5, cancellationToken);
+        }
+
+        (_workload, _timeline) = measured;
+        _doneBase = Interlocked.Read(ref _done);
+    }
+
+    public bool WorkersDone() => Interlocked.Read(ref _done) - _doneBase >= _workload.Tasks;
 
     public async ValueTask DisposeAsync()
     {

@@ -94,7 +94,7 @@ public static class Report
                 var b = Median(rb.SelectMany(Figures).Where(f => f.Figure == figure).Select(f => f.Value));
                 if (!double.IsNaN(b))
                 {
-                    compared.Add(new ComparedFigure(workload, figure, a, b, b == 0 ? double.NaN : a / b, higher));
+                    compared.Add(new ComparedFigure(workload, figure, a, b, b <= 0 || a < 0 ? double.NaN : a / b, higher));
                 }
             }
         }

@@ -12,8 +12,13 @@ public static class Runner
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(workload.Timeout);
         await target.PrepareAsync(workload, timeline, timeout.Token);
+        if (workload.Warmup > 0 && workload.Prefill == 0)
+        {
+            await target.WarmupAsync(workload.Warmup, timeout.Token);
+        }
 
         var server = new ProcessStats(target.ServerPid);
+        AnsiConsole.MarkupLine($"[grey]{target.Name}: server pid {target.ServerPid}, load generator pid {Environment.ProcessId}[/]");
         var fsyncs = countFsyncs ? await FsyncCounter.TryStartAsync(target.ServerPid) : null;
         var threadsBefore = server.CpuByThreadName();
         await using var meter = new ProcessMeter(server);

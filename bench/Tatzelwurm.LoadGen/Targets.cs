@@ -14,6 +14,9 @@ public interface ITarget : IAsyncDisposable
     /// <summary>Fresh queue, prefill queued, workers connected and ready; nothing measured yet.</summary>
     Task PrepareAsync(Workload workload, Timeline timeline, CancellationToken cancellationToken);
 
+    /// <summary>Runs <paramref name="tasks"/> tasks of the workload unmeasured and waits until the workers finished them.</summary>
+    Task WarmupAsync(int tasks, CancellationToken cancellationToken);
+
     /// <summary>Runs the submitters; returns when every task is acknowledged (and its result received, when waited for).</summary>
     Task SubmitAsync(CancellationToken cancellationToken);
 

@@ -19,6 +19,7 @@ public sealed class TatzelwurmTarget(string dll, string? store, IReadOnlyList<st
     private Timeline _timeline = new(0);
     private string _dataDirectory = "";
     private byte[] _result = [];
+    private long _completedBase;
 
     public string Name => "tatzelwurm";
 
@@ -128,9 +129,24 @@ public sealed class TatzelwurmTarget(string dll, string? store, IReadOnlyList<st
         await Task.WhenAll(submitters);
     }
 
+    public async Task WarmupAsync(int tasks, CancellationToken cancellationToken)
+    {
+        var measured = (_workload, _timeline);
+        _workload = _workload with { Name = "warmup", Tasks = tasks };
+        _timeline = new Timeline(tasks);
+        await SubmitAsync(cancellationToken);
+        while (!WorkersDone())
+        {
+            await Task.Delay(5, cancellationToken);
+        }
+
+        (_workload, _timeline) = measured;
+        _completedBase = _workers.Sum(w => w.Completed);
+    }
+
     public bool WorkersDone()
     {
-        long completed = 0, running = 0;
+        long completed = -_completedBase, running = 0;
         foreach (var worker in _workers)
         {
             completed += worker.Completed;

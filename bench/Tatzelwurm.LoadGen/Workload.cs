@@ -41,12 +41,18 @@ public sealed record Workload
     /// <summary>Tasks queued before the measured run starts (not measured; workers process them too).</summary>
     public int Prefill { get; init; }
 
+    /// <summary>
+    /// Tasks run through the same path before measuring (not with a prefill), so that a fresh
+    /// coordinator's JIT (tiered compilation) is not billed to the measured run.
+    /// </summary>
+    public int Warmup { get; init; }
+
     /// <summary>Give up after this long.</summary>
     public TimeSpan Timeout { get; init; } = TimeSpan.FromMinutes(5);
 
-    public static Workload Throughput => new() { Name = "throughput", Tasks = 20_000, Submitters = 1, Workers = 2, Window = 100, PayloadBytes = 200 };
+    public static Workload Throughput => new() { Name = "throughput", Tasks = 20_000, Submitters = 1, Workers = 2, Window = 100, PayloadBytes = 200, Warmup = 5_000 };
 
-    public static Workload RoundTrip => new() { Name = "roundtrip", Tasks = 2_000, Submitters = 1, Workers = 2, Window = 1, PayloadBytes = 200, WaitResults = true };
+    public static Workload RoundTrip => new() { Name = "roundtrip", Tasks = 2_000, Submitters = 1, Workers = 2, Window = 1, PayloadBytes = 200, WaitResults = true, Warmup = 300 };
 
     /// <summary>A payload carrying the task's sequence number (-1 for prefill) in its first 4 bytes.</summary>
     public byte[] Payload(int seq)
