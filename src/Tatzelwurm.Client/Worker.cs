@@ -423,7 +423,8 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
 
     private void Release(RunningTask running)
     {
-        if (_tasks.TryRemove(running.Task.Id, out _))
+        // Remove this run only: a dropped run that ends late must not remove a new run of the same task.
+        if (_tasks.TryRemove(new KeyValuePair<long, RunningTask>(running.Task.Id, running)))
         {
             Interlocked.Decrement(ref _running);
         }
