@@ -89,6 +89,16 @@ public sealed class CoordinatorProcess : IAsyncDisposable
             info.ArgumentList.Add(arg);
         }
 
+        // TATZELWURM_BENCH_COORDINATOR_ENV="A=1 B=2": environment for the coordinator only (runtime knobs).
+        foreach (var pair in (Environment.GetEnvironmentVariable("TATZELWURM_BENCH_COORDINATOR_ENV") ?? "").Split(' ', StringSplitOptions.RemoveEmptyEntries))
+        {
+            var eq = pair.IndexOf('=', StringComparison.Ordinal);
+            if (eq > 0)
+            {
+                info.Environment[pair[..eq]] = pair[(eq + 1)..];
+            }
+        }
+
         var started = Stopwatch.GetTimestamp();
         var process = Process.Start(info) ?? throw new InvalidOperationException("could not start dotnet");
         var log = new StringBuilder();

@@ -82,12 +82,13 @@ public sealed class ProcessStats(int pid)
         }
     }
 
-    /// <summary>Voluntary + involuntary context switches summed over the process's threads (wake-ups).</summary>
-    public long ContextSwitches()
+    /// <summary>Voluntary + involuntary context switches per thread id (wake-ups).</summary>
+    public Dictionary<string, long> ContextSwitches()
     {
-        long total = 0;
+        var result = new Dictionary<string, long>(StringComparer.Ordinal);
         foreach (var task in Directory.EnumerateDirectories($"/proc/{Pid}/task"))
         {
+            long total = 0;
             try
             {
                 foreach (var line in File.ReadLines(Path.Combine(task, "status")))
@@ -103,9 +104,11 @@ public sealed class ProcessStats(int pid)
             {
                 // The thread exited while we read.
             }
+
+            result[Path.GetFileName(task)] = total;
         }
 
-        return total;
+        return result;
     }
 
     /// <summary>CPU seconds per thread name (comm), for a profile of where a process spends its time.</summary>
@@ -157,7 +160,7 @@ public sealed class ProcessMeter : IAsyncDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly Task _sampler;
     private readonly double _cpuAtStart;
-    private readonly long _switchesAtStart;
+    private readonly Dictionary<string, long> _switchesAtStart;
     private readonly (long WriteBytes, long WriteCalls) _ioAtStart;
     private readonly bool _peakReset;
     private long _peakRss;
@@ -186,7 +189,8 @@ public sealed class ProcessMeter : IAsyncDisposable
     public async Task StopAsync()
     {
         CpuSeconds = _stats.CpuSeconds() - _cpuAtStart;
-        ContextSwitches = _stats.ContextSwitches() - _switchesAtStart;
+        // Threads that exited meanwhile are not counted; threads that started count from zero.
+        ContextSwitches = _stats.ContextSwitches().Sum(kv => kv.Value - _switchesAtStart.GetValueOrDefault(kv.Key));
         var io = _stats.Io();
         WriteBytes = io.WriteBytes - _ioAtStart.WriteBytes;
         WriteCalls = io.WriteCalls - _ioAtStart.WriteCalls;

@@ -12,7 +12,7 @@ public static class Runner
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(workload.Timeout);
         await target.PrepareAsync(workload, timeline, timeout.Token);
-        if (workload.Warmup > 0 && workload.Prefill == 0)
+        if (workload.Warmup > 0 && (workload.Prefill == 0 || target is TatzelwurmTarget))
         {
             await target.WarmupAsync(workload.Warmup, timeout.Token);
         }

@@ -132,7 +132,8 @@ public sealed class TatzelwurmTarget(string dll, string? store, IReadOnlyList<st
     public async Task WarmupAsync(int tasks, CancellationToken cancellationToken)
     {
         var measured = (_workload, _timeline);
-        _workload = _workload with { Name = "warmup", Tasks = tasks };
+        // Above the measured priorities, so that warm-up tasks run ahead of a prefilled backlog.
+        _workload = _workload with { Name = "warmup", Tasks = tasks, PriorityBoost = _workload.Priorities + 1 };
         _timeline = new Timeline(tasks);
         await SubmitAsync(cancellationToken);
         while (!WorkersDone())
@@ -200,7 +201,9 @@ public sealed class TatzelwurmTarget(string dll, string? store, IReadOnlyList<st
             var at = line.IndexOf(" from ", StringComparison.Ordinal);
             if (line.Contains("recovered", StringComparison.Ordinal) && at >= 0)
             {
-                return line[(at + 6)..].Trim();
+                // "sqlite /tmp/…/tatzelwurm.db (durability full)" → "sqlite (durability full)": the path differs per run.
+                var store = line[(at + 6)..].Trim();
+                return System.Text.RegularExpressions.Regex.Replace(store, @"\s/\S+", "");
             }
         }
 

@@ -47,12 +47,15 @@ public sealed record Workload
     /// </summary>
     public int Warmup { get; init; }
 
+    /// <summary>Added to every priority: warm-up tasks run ahead of a prefilled backlog (tatzelwurm only).</summary>
+    public int PriorityBoost { get; init; }
+
     /// <summary>Give up after this long.</summary>
     public TimeSpan Timeout { get; init; } = TimeSpan.FromMinutes(5);
 
-    public static Workload Throughput => new() { Name = "throughput", Tasks = 20_000, Submitters = 1, Workers = 2, Window = 100, PayloadBytes = 200, Warmup = 5_000 };
+    public static Workload Throughput => new() { Name = "throughput", Tasks = 20_000, Submitters = 1, Workers = 2, Window = 100, PayloadBytes = 200, Warmup = 20_000 };
 
-    public static Workload RoundTrip => new() { Name = "roundtrip", Tasks = 2_000, Submitters = 1, Workers = 2, Window = 1, PayloadBytes = 200, WaitResults = true, Warmup = 300 };
+    public static Workload RoundTrip => new() { Name = "roundtrip", Tasks = 2_000, Submitters = 1, Workers = 2, Window = 1, PayloadBytes = 200, WaitResults = true, Warmup = 1_000 };
 
     /// <summary>A payload carrying the task's sequence number (-1 for prefill) in its first 4 bytes.</summary>
     public byte[] Payload(int seq)
@@ -64,7 +67,7 @@ public sealed record Workload
 
     public static int SeqOf(ReadOnlySpan<byte> payload) => payload.Length >= 4 ? BinaryPrimitives.ReadInt32LittleEndian(payload) : -1;
 
-    public int PriorityOf(int seq) => Priorities <= 1 ? 0 : (int)((uint)(seq * 2654435761u) % (uint)Priorities);
+    public int PriorityOf(int seq) => PriorityBoost + (Priorities <= 1 ? 0 : (int)((uint)(seq * 2654435761u) % (uint)Priorities));
 
     public IReadOnlyList<string> TagsOf(int seq) => Tags <= 0 ? [] : [$"t{seq % Tags}"];
 }
