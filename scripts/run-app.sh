@@ -18,7 +18,7 @@ if stale; then
   flock 9
   if stale; then
     echo "building $assembly (first run or sources changed)…" >&2
-    dotnet build "$root/src/$project/$project.csproj" -c Release --nologo -v q -clp:ErrorsOnly >&2
+    dotnet build "$root/src/$project/$project.csproj" -c Release --nologo -v q "-clp:ErrorsOnly;NoSummary" >&2
     touch "$dll"
   fi
   flock -u 9

@@ -118,8 +118,10 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
     private volatile Connection? _connection;
     private volatile bool _stopRequested;
     private int _running;
+    private int _executing;
     private int _maxRunning;
     private long _completed;
+    private long _lastHeard;
 
     private sealed class RunningTask(AssignedTask task)
     {
@@ -230,11 +232,14 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
         }
 
         using var serving = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, connection.Closed);
-        var heartbeats = HeartbeatAsync(connection, serving.Token);
+        Volatile.Write(ref _lastHeard, options.Time.GetTimestamp());
+        var heartbeats = HeartbeatAsync(connection, serving);
         try
         {
             await foreach (var push in connection.Pushes.ReadAllAsync(serving.Token))
             {
+                // Heartbeat acks arrive as pushes, so a live coordinator is heard at least once an interval.
+                Volatile.Write(ref _lastHeard, options.Time.GetTimestamp());
                 Handle(push);
                 if (_stopRequested && _tasks.IsEmpty)
                 {
@@ -254,15 +259,25 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
     // Heartbeats run on their own timer, so a handler that blocks its thread never delays them. A
     // coordinator that stays silent for a whole lease is taken as gone: the connection is dropped
     // and the worker reconnects and reclaims.
-    private async Task HeartbeatAsync(Connection connection, CancellationToken cancellationToken)
+    private async Task HeartbeatAsync(Connection connection, CancellationTokenSource serving)
     {
         var interval = TimeSpan.FromMilliseconds(Math.Max(10, connection.Welcome.HeartbeatMs));
+        var lease = TimeSpan.FromMilliseconds(Math.Max(2 * interval.TotalMilliseconds, connection.Welcome.LeaseMs));
         using var timer = new PeriodicTimer(interval, options.Time);
         var sequence = 0L;
         try
         {
-            while (await timer.WaitForNextTickAsync(cancellationToken))
+            while (await timer.WaitForNextTickAsync(serving.Token))
             {
+                // A silent network (no FIN, no RST) never closes the socket; without this the worker
+                // would wait forever while the coordinator declares it dead and re-queues its tasks.
+                if (options.Time.GetElapsedTime(Volatile.Read(ref _lastHeard)) >= lease)
+                {
+                    options.Log?.Invoke($"coordinator silent for {lease.TotalMilliseconds:0} ms; dropping the connection");
+                    await serving.CancelAsync();
+                    return;
+                }
+
                 connection.Send(new Heartbeat(++sequence));
             }
         }
@@ -301,15 +316,20 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
             return;
         }
 
-        var now = Interlocked.Increment(ref _running);
-        for (var max = Volatile.Read(ref _maxRunning); now > max; max = Volatile.Read(ref _maxRunning))
-        {
-            Interlocked.CompareExchange(ref _maxRunning, now, max);
-        }
-
+        Interlocked.Increment(ref _running);
         Report(running, TaskUpdateKind.Accepted);
         _ = Task.Run(async () =>
         {
+            // Peak concurrency counts handlers actually executing. A finished task stays in _running
+            // until its Finished report is acknowledged, and the acknowledgement can be processed
+            // after the next assignment that the freed slot allowed, so _running may briefly exceed
+            // the slots without any task running beyond them.
+            var now = Interlocked.Increment(ref _executing);
+            for (var max = Volatile.Read(ref _maxRunning); now > max; max = Volatile.Read(ref _maxRunning))
+            {
+                Interlocked.CompareExchange(ref _maxRunning, now, max);
+            }
+
             TaskOutcomeReport outcome;
             try
             {
@@ -324,6 +344,8 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
                 outcome = TaskOutcomeReport.Failed(1, $"{ex.GetType().Name}: {ex.Message}");
             }
 
+            // Before the report goes out: once the coordinator has it, it may fill the slot again.
+            Interlocked.Decrement(ref _executing);
             Finish(running, outcome);
         });
     }

@@ -188,7 +188,8 @@ public static class TaskTransitions
     public static Step WorkerFinished(TaskRecord task, string workerId, int exitCode, byte[]? result, string? error, DateTimeOffset now) =>
         task.WorkerId != workerId || !task.OnWorker
             ? Rejection.Illegal(task, $"report finished on {workerId}")
-            : Terminate(task, exitCode, task.NoReply ? null : result, error,
+            // docs/protocol.md: a no_reply task stores no result — neither the value nor the error text.
+            : Terminate(task, exitCode, task.NoReply ? null : result, task.NoReply ? null : error,
                 exitCode == ExitCodes.Killed && task.PendingControl == PendingControl.Kill ? "killed by actioner" : null, now);
 
     // A pause/resume report settles a pending pause or play, never a kill sent after it.

@@ -129,6 +129,13 @@ public static class FrameCodec
         {
             throw new ProtocolException(ErrorCode.BadFrame, $"message type {code} is truncated", requestId);
         }
+        catch (Exception ex) when (ex is OverflowException or ArgumentException)
+        {
+            // The formatters are called directly (no serializer wrapper), so a negative request id read as a
+            // uint, an int field beyond 32 bits or a map with a duplicate key surface as these, not as
+            // MessagePackSerializationException. They are broken frames all the same.
+            throw new ProtocolException(ErrorCode.BadFrame, $"message type {code} does not decode: {ex.Message}", requestId);
+        }
     }
 
     /// <summary>Decodes a whole frame (length prefix included), as stored in golden vectors.</summary>

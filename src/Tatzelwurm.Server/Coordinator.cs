@@ -206,6 +206,12 @@ public sealed partial class Coordinator : ICoordinatorInbox, IAsyncDisposable
             return;
         }
 
+        if (message is IRequest invalid && MissingField(message) is { } field)
+        {
+            Reply(client, new ErrorReply(invalid.RequestId, ErrorCode.InvalidRequest, $"{message.GetType().Name}: {field} is required"));
+            return;
+        }
+
         switch (message)
         {
             case Heartbeat heartbeat:
@@ -264,6 +270,10 @@ public sealed partial class Coordinator : ICoordinatorInbox, IAsyncDisposable
             case RpcCall call:
                 Emit(_messaging.Call(client, call));
                 break;
+            case RpcResponse { Kind: not (RpcResponseKind.Pending or RpcResponseKind.Value or RpcResponseKind.Error) } response:
+                // Not a request, so the refusal can only be an Error with request id 0, which closes.
+                client.Close(new ErrorReply(0, ErrorCode.InvalidRequest, $"unknown RPC response kind {(int)response.Kind}"));
+                break;
             case RpcResponse response:
                 Emit(_messaging.Respond(client, response));
                 break;
@@ -280,10 +290,23 @@ public sealed partial class Coordinator : ICoordinatorInbox, IAsyncDisposable
                 Reply(client, new ErrorReply(request.RequestId, ErrorCode.InvalidRequest, $"{message.GetType().Name} is not a client request"));
                 break;
             default:
-                Reply(client, new ErrorReply(0, ErrorCode.InvalidRequest, $"{message.GetType().Name} is not sent by clients"));
+                client.Close(new ErrorReply(0, ErrorCode.InvalidRequest, $"{message.GetType().Name} is not sent by clients"));
                 break;
         }
     }
+
+    // MessagePack lets nil stand in for any string; the registries key on these, so nil is refused here
+    // rather than failing deeper down as an internal error (or registering a nil identifier).
+    private static string? MissingField(IMessage message) => message switch
+    {
+        RpcRegister { Namespace: null } or RpcUnregister { Namespace: null } or RpcCall { Namespace: null }
+            or Subscribe { Namespace: null } or Unsubscribe { Namespace: null } or Broadcast { Namespace: null } => "namespace",
+        RpcRegister { Identifier: null } or RpcUnregister { Identifier: null } or RpcCall { Identifier: null } => "identifier",
+        Subscribe { Subscription: null } or Unsubscribe { Subscription: null } => "subscription",
+        Subscribe { Sender.Pattern: null } or Subscribe { Subject.Pattern: null } => "a filter's pattern",
+        WorkerCommand { Worker: null } => "worker",
+        _ => null,
+    };
 
     private void Register(Session client, SessionState session, RegisterWorker register, DateTimeOffset now)
     {

@@ -18,6 +18,9 @@ public sealed record SessionOptions
     public int OutboundCapacity { get; init; } = 10_000;
 
     public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>How long a closing connection may take to deliver its last frames before it is dropped.</summary>
+    public TimeSpan CloseTimeout { get; init; } = TimeSpan.FromSeconds(10);
     public TimeSpan HeartbeatInterval { get; init; } = TimeSpan.FromSeconds(2);
     public TimeSpan Lease { get; init; } = TimeSpan.FromSeconds(10);
 }
@@ -40,6 +43,8 @@ public sealed partial class Session : IDisposable
     private readonly Channel<IMessage> _outbound;
     private readonly CancellationTokenSource _closed = new();
     private int _closing;
+    private ITimer? _closeTimer;
+    private volatile bool _abandoned;
 
     public Session(IDuplexPipe pipe, SessionOptions options, ICoordinatorInbox inbox, ILogger logger, TimeProvider time)
     {
@@ -86,11 +91,33 @@ public sealed partial class Session : IDisposable
 
         _finalFrame = final;
         _outbound.Writer.TryComplete();
+
+        // A client that stopped reading (the usual reason for Overloaded) would keep the write loop
+        // waiting on its socket for good, and the connection open: give it a grace period to take its
+        // last frames, then drop it with whatever it did not read.
+        _closeTimer = _time.CreateTimer(_ => Abandon(), null, _options.CloseTimeout, Timeout.InfiniteTimeSpan);
     }
 
     private ErrorReply? _finalFrame;
 
-    public void Dispose() => _closed.Dispose();
+    private void Abandon()
+    {
+        _abandoned = true;
+        try
+        {
+            _pipe.Output.CancelPendingFlush();
+        }
+        catch (Exception ex) when (ex is ObjectDisposedException or InvalidOperationException)
+        {
+            // The write loop finished in the meantime.
+        }
+    }
+
+    public void Dispose()
+    {
+        _closeTimer?.Dispose();
+        _closed.Dispose();
+    }
 
     /// <summary>Runs the connection until either side closes it.</summary>
     public async Task RunAsync(CancellationToken cancellationToken)
@@ -187,12 +214,17 @@ public sealed partial class Session : IDisposable
             {
                 message = await ReadMessageAsync(cancellationToken);
             }
-            catch (ProtocolException ex) when (ex.Code == ErrorCode.UnknownMessage)
+            catch (ProtocolException ex) when (ex.Code == ErrorCode.UnknownMessage && ex.RequestId != 0)
             {
-                // The frame was intact: answer and keep the connection.
+                // The frame was intact and names its request: answer and keep the connection.
                 TatzelwurmMetrics.ProtocolErrors.Add(1, new KeyValuePair<string, object?>("code", ex.Code.ToString()));
                 Send(new ErrorReply(ex.RequestId, ex.Code, ex.Message));
                 continue;
+            }
+            catch (ProtocolException ex) when (ex.Code == ErrorCode.UnknownMessage)
+            {
+                // Nothing to correlate an answer with; an Error with request id 0 closes (docs/protocol.md §4).
+                throw Fatal(ex.Code, ex.Message);
             }
 
             if (message is null)
@@ -202,8 +234,7 @@ public sealed partial class Session : IDisposable
 
             if (message is Hello)
             {
-                Send(new ErrorReply(0, ErrorCode.InvalidRequest, "Hello was already received"));
-                continue;
+                throw Fatal(ErrorCode.InvalidRequest, "Hello was already received");
             }
 
             TatzelwurmMetrics.FramesIn.Add(1);
@@ -282,13 +313,13 @@ public sealed partial class Session : IDisposable
 
                 TatzelwurmMetrics.FramesOut.Add(frames);
                 var flushed = await output.FlushAsync();
-                if (flushed.IsCompleted)
+                if (flushed.IsCompleted || flushed.IsCanceled)
                 {
                     break;
                 }
             }
 
-            if (_finalFrame is { } final)
+            if (_finalFrame is { } final && !_abandoned)
             {
                 FrameCodec.WriteFrame(output, final);
                 await output.FlushAsync();
@@ -302,7 +333,17 @@ public sealed partial class Session : IDisposable
         {
             Interlocked.Exchange(ref _closing, 1);
             _outbound.Writer.TryComplete();
-            await output.CompleteAsync();
+            if (_abandoned)
+            {
+                // Completing with an error discards unflushed bytes instead of waiting for them to be written.
+                LogAbandoned(_logger, Id, _options.CloseTimeout);
+                await output.CompleteAsync(new IOException("the client did not read its last frames in time"));
+            }
+            else
+            {
+                await output.CompleteAsync();
+            }
+
             await _closed.CancelAsync();
         }
     }
@@ -318,6 +359,9 @@ public sealed partial class Session : IDisposable
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "connection {SessionId}: more than {Capacity} frames queued; closing as overloaded")]
     private static partial void LogOverloaded(ILogger logger, long sessionId, int capacity);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "connection {SessionId}: last frames not read within {Timeout}; dropped")]
+    private static partial void LogAbandoned(ILogger logger, long sessionId, TimeSpan timeout);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "connection {SessionId}: {Detail}")]
     private static partial void LogConnectionError(ILogger logger, long sessionId, string detail);

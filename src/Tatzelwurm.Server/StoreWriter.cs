@@ -2,16 +2,18 @@ using System.Diagnostics;
 using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using Tatzelwurm.Core;
-using Tatzelwurm.Protocol;
 
 namespace Tatzelwurm.Server;
 
 /// <summary>
 /// The single writer behind the coordinator loop (group commit). It takes every unit queued since its
 /// last commit, merges them into one store batch, commits it once, and only then releases the frames
-/// that acknowledge or report those changes, in order. While the store fails it answers acks with
-/// StoreUnavailable, holds reports (assignments, events, outcomes) and keeps the unpersisted changes
-/// to retry, probing at most once a second.
+/// that acknowledge or report those changes, in order. When a commit fails, the changes in it are
+/// already applied in the loop's memory and will be committed by the retry, so their acks are held
+/// with the reports (assignments, events, outcomes) until the retry succeeds, probing at most once a
+/// second; the loop refuses every later change with StoreUnavailable without applying it. So
+/// StoreUnavailable always means "nothing happened" and a client may safely retry, while an ack still
+/// means "durable".
 /// </summary>
 internal sealed partial class StoreWriter(ITaskStore store, ICoordinatorInbox inbox, TimeProvider time, ILogger logger)
 {
@@ -88,18 +90,15 @@ internal sealed partial class StoreWriter(ITaskStore store, ICoordinatorInbox in
 
     private void Withhold(Effect effect)
     {
-        switch (effect.Kind)
+        // Answering an ack with StoreUnavailable here would be a lie the client acts on: the change stays
+        // applied and the retry persists it, so a client that re-sends an AddTasks would create duplicates.
+        if (effect.Kind == EffectKind.Plain)
         {
-            case EffectKind.Ack when effect.Message is IReply reply:
-                effect.Session.Send(new ErrorReply(reply.RequestId, ErrorCode.StoreUnavailable,
-                    "the store could not persist this change; it is not acknowledged"));
-                break;
-            case EffectKind.Plain:
-                effect.Session.Send(effect.Message);
-                break;
-            default:
-                _held.Add(effect);
-                break;
+            effect.Session.Send(effect.Message);
+        }
+        else
+        {
+            _held.Add(effect);
         }
     }
 

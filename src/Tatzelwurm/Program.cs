@@ -12,7 +12,8 @@ using Tatzelwurm.Storage;
 // TATZELWURM_<NAME> (e.g. TATZELWURM_LISTEN), else <data>/tatzelwurm.json, else the default.
 var listen = new Option<string?>("--listen") { Description = "host:port to listen on (port 0: the OS picks; the bound address is written to <data>/address) [default 127.0.0.1:7600]" };
 var data = new Option<string?>("--data") { Description = "data directory (store, token, address) [default $TATZELWURM_DATA or ~/.local/share/tatzelwurm]" };
-var store = new Option<string?>("--store") { Description = "store: memory (nothing survives a restart) [default memory]" };
+var store = new Option<string?>("--store") { Description = "sqlite (durable, <data>/tatzelwurm.db) or memory (nothing survives a restart) [default sqlite]" };
+var durability = new Option<string?>("--durability") { Description = "sqlite: full (fsync before every ack), interval[:100ms] (fsync every interval) or none [default full]" };
 var maxFrame = new Option<int?>("--max-frame") { Description = "largest frame accepted, in bytes [default 16777216]" };
 var heartbeat = new Option<string?>("--heartbeat") { Description = "worker heartbeat interval, e.g. 2s [default 2s]" };
 var lease = new Option<string?>("--lease") { Description = "a worker silent this long is suspect [default 10s]" };
@@ -25,7 +26,7 @@ var logLevel = new Option<string?>("--log-level") { Description = "trace, debug,
 
 var root = new RootCommand("tatzelwurm: the coordinator of a persistent task queue for long-running processes")
 {
-    listen, data, store, maxFrame, heartbeat, lease, grace, killTimeout, policy, retention, logFormat, logLevel,
+    listen, data, store, durability, maxFrame, heartbeat, lease, grace, killTimeout, policy, retention, logFormat, logLevel,
 };
 
 root.SetAction(async (parse, cancellationToken) =>
@@ -75,8 +76,9 @@ root.SetAction(async (parse, cancellationToken) =>
         Coordinator = coordinatorOptions,
     };
 
-    ITaskStore taskStore = Get(store, "memory") switch
+    ITaskStore taskStore = Get(store, "sqlite") switch
     {
+        "sqlite" => SqliteTaskStore.Open(new SqliteStoreOptions(Path.Combine(dataDir, "tatzelwurm.db")).WithDurability(Get(durability, "full"))),
         "memory" => new InMemoryTaskStore(),
         var other => throw new ArgumentException($"--store: unknown store '{other}'"),
     };

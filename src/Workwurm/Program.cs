@@ -39,7 +39,18 @@ root.SetAction(async (parse, cancellationToken) =>
     using var worker = new Worker(options, async (task, control) =>
     {
         log?.Invoke($"task {task.Id} ({task.Type}) started");
-        var outcome = await MockRunner.RunAsync(task, control);
+        TaskOutcomeReport outcome;
+        try
+        {
+            outcome = await MockRunner.RunAsync(task, control);
+        }
+        catch (OperationCanceledException) when (control.Killed.IsCancellationRequested)
+        {
+            // The runner reports a killed task as exit code -1; log its end like any other.
+            log?.Invoke($"task {task.Id} ended with exit code -1 (killed)");
+            throw;
+        }
+
         log?.Invoke($"task {task.Id} ended with exit code {outcome.ExitCode}");
         return outcome;
     });

@@ -1,0 +1,273 @@
+using System.Threading.Channels;
+using Tatzelwurm.Client;
+using Tatzelwurm.Protocol;
+using Tatzelwurm.Server.Tests.Harness;
+using Tatzelwurm.Storage;
+using Xunit;
+
+namespace Tatzelwurm.Server.Tests;
+
+/// <summary>
+/// The worker runner (<see cref="Worker"/>) against an in-process <see cref="CoordinatorHost"/>: it runs
+/// tasks within its slots, obeys pause/play/kill, and after a cut connection or a coordinator restart
+/// reconnects and reclaims what it runs without running anything twice.
+/// </summary>
+public class WorkerRunnerTests
+{
+    private const int Running = 3;
+    private const int Paused = 4;
+    private const int Terminated = 5;
+
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    [Fact]
+    public async Task Worker_TwentyTasks_AllCompleteWithResultsAndAtMostItsSlotsAtOnce()
+    {
+        await using var host = await TestHost.StartAsync();
+        var actioner = await host.ClientAsync();
+        var now = 0;
+        var full = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var worker = new RunningWorker(host.Connection(name: "worker"), "w-run", slots: 3, async (task, control) =>
+        {
+            // The first three wait for each other: the worker must run three at once to get past this.
+            if (Interlocked.Increment(ref now) >= 3)
+            {
+                full.TrySetResult();
+            }
+
+            await full.Task.WaitAsync(control.Killed);
+            Interlocked.Decrement(ref now);
+            return TaskOutcomeReport.Completed([.. task.Payload.Reverse()]);
+        });
+
+        var ids = await actioner.AddAsync(Enumerable.Range(0, 20).Select(i => new TaskSpec([(byte)i, 0xff], "t", 0, [], DeliveryPolicy.Default, true, false)).ToList(), Ct);
+
+        for (var i = 0; i < ids.Count; i++)
+        {
+            var result = await actioner.WaitAsync(ids[i], cancellationToken: Ct).WaitAsync(PipeClient.Patience, Ct);
+            Assert.Equal((0, (string?)null), (result.ExitCode, result.Error));
+            Assert.Equal([0xff, (byte)i], result.Result);
+        }
+
+        Assert.Equal(3, worker.Worker.MaxConcurrent);
+        Assert.Equal(20, worker.Worker.Completed);
+        var info = Assert.Single(await actioner.WorkersAsync(Ct));
+        Assert.Equal(("w-run", 3, 0, "t"), (info.WorkerId, info.Slots, info.Load, Assert.Single(info.Types)));
+    }
+
+    [Fact]
+    public async Task Worker_PauseThenPlay_SuspendedAndResumedOnTheWorker()
+    {
+        await using var host = await TestHost.StartAsync();
+        var actioner = await host.ClientAsync();
+        await using var events = await Feed<TaskEvent>.StartAsync(actioner, ct => actioner.WatchAsync(cancellationToken: ct));
+        var control = new TaskCompletionSource<TaskControl>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var worker = new RunningWorker(host.Connection(name: "worker"), "w-pause", slots: 1, async (task, c) =>
+        {
+            control.TrySetResult(c);
+            await release.Task.WaitAsync(c.Killed);
+            await c.WaitWhilePausedAsync();
+            return TaskOutcomeReport.Completed([1]);
+        });
+        var id = await actioner.AddAsync([], "t", cancellationToken: Ct);
+        var running = await control.Task.WaitAsync(PipeClient.Patience, Ct);
+        await events.NextAsync(e => e.TaskId == id && e.State == Running);
+
+        Assert.Equal([id], (await actioner.ControlAsync(TaskAction.Pause, [id], cancellationToken: Ct)).Applied);
+        var paused = await events.NextAsync(e => e.TaskId == id && e.State != Running);
+        Assert.Equal((Paused, "w-pause"), (paused.State, paused.Worker));
+        Assert.True(running.IsPaused);
+
+        // Released while paused: it must wait at its checkpoint until played.
+        release.SetResult();
+        Assert.Equal([id], (await actioner.ControlAsync(TaskAction.Play, [id], cancellationToken: Ct)).Applied);
+        Assert.Equal(Running, (await events.NextAsync(e => e.TaskId == id)).State);
+        Assert.False(running.IsPaused);
+        Assert.Equal(0, (await actioner.WaitAsync(id, cancellationToken: Ct).WaitAsync(PipeClient.Patience, Ct)).ExitCode);
+        var history = (await actioner.ShowAsync(id, Ct)).History.Select(h => h.State);
+        Assert.Equal([1, 2, 3, 4, 3, 5], history);
+    }
+
+    [Fact]
+    public async Task Worker_Kill_HandlerCancelledAndTaskEndsWithMinusOne()
+    {
+        await using var host = await TestHost.StartAsync();
+        var actioner = await host.ClientAsync();
+        var started = Channel.CreateUnbounded<long>();
+        await using var worker = new RunningWorker(host.Connection(name: "worker"), "w-kill", slots: 1, async (task, c) =>
+        {
+            started.Writer.TryWrite(task.Id);
+            await Task.Delay(Timeout.Infinite, c.Killed);
+            return TaskOutcomeReport.Completed();
+        });
+
+        // Twice: the first kill must also have freed the worker's only slot for the second task.
+        for (var i = 0; i < 2; i++)
+        {
+            var id = await actioner.AddAsync([], "t", cancellationToken: Ct);
+            Assert.Equal(id, await started.Reader.ReadAsync(Ct).AsTask().WaitAsync(PipeClient.Patience, Ct));
+
+            Assert.Equal([id], (await actioner.ControlAsync(TaskAction.Kill, [id], cancellationToken: Ct)).Applied);
+
+            var result = await actioner.WaitAsync(id, cancellationToken: Ct).WaitAsync(PipeClient.Patience, Ct);
+            Assert.Equal(-1, result.ExitCode);
+            var info = await actioner.ShowAsync(id, Ct);
+            Assert.Equal((Terminated, (int?)-1, "killed by actioner"), (info.State, info.ExitCode, info.Reason));
+        }
+    }
+
+    [Fact]
+    public async Task Worker_ConnectionCut_ReconnectsAndReclaimsWithoutRerunning()
+    {
+        await using var host = await TestHost.StartAsync();
+        await using var proxy = new TcpProxy(host.EndPoint);
+        var actioner = await host.ClientAsync();
+        var runs = 0;
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var worker = new RunningWorker(host.Connection(via: proxy.EndPoint, name: "worker"), "w-cut", slots: 1, async (task, c) =>
+        {
+            Interlocked.Increment(ref runs);
+            started.TrySetResult();
+            await release.Task.WaitAsync(c.Killed);
+            return TaskOutcomeReport.Completed([7]);
+        });
+        var id = await actioner.AddAsync([], "t", policy: DeliveryPolicy.AtLeastOnce, cancellationToken: Ct);
+        await started.Task.WaitAsync(PipeClient.Patience, Ct);
+        await worker.LogAsync("registered as w-cut (0 tasks reclaimed, 0 dropped)");
+
+        proxy.Cut();
+
+        await worker.LogAsync("registered as w-cut (1 tasks reclaimed, 0 dropped)");
+        var info = await actioner.ShowAsync(id, Ct);
+        Assert.Equal((Running, "w-cut", 0), (info.State, info.Worker, info.Attempts));
+        release.SetResult();
+        var result = await actioner.WaitAsync(id, cancellationToken: Ct).WaitAsync(PipeClient.Patience, Ct);
+        Assert.Equal((0, (byte)7), (result.ExitCode, result.Result!.Single()));
+        Assert.Equal(1, runs);
+        Assert.Equal(0, (await actioner.ShowAsync(id, Ct)).Attempts);
+    }
+
+    [Fact]
+    public async Task Worker_TaskFinishesWhileDisconnected_ReportedAfterReclaim()
+    {
+        await using var host = await TestHost.StartAsync();
+        await using var proxy = new TcpProxy(host.EndPoint);
+        var actioner = await host.ClientAsync();
+        var runs = 0;
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var finished = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var worker = new RunningWorker(host.Connection(via: proxy.EndPoint, name: "worker"), "w-late", slots: 1, async (task, c) =>
+        {
+            Interlocked.Increment(ref runs);
+            started.TrySetResult();
+            await release.Task.WaitAsync(c.Killed);
+            finished.TrySetResult();
+            return TaskOutcomeReport.Failed(3, "failed while nobody listened");
+        });
+        var id = await actioner.AddAsync([], "t", cancellationToken: Ct);
+        await started.Task.WaitAsync(PipeClient.Patience, Ct);
+
+        proxy.Cut();
+        await worker.LogAsync("connection lost");
+        release.SetResult();
+        await finished.Task.WaitAsync(PipeClient.Patience, Ct);
+
+        await worker.LogAsync("registered as w-late (1 tasks reclaimed, 0 dropped)");
+        var result = await actioner.WaitAsync(id, cancellationToken: Ct).WaitAsync(PipeClient.Patience, Ct);
+        Assert.Equal((3, "failed while nobody listened"), (result.ExitCode, result.Error));
+        Assert.Equal(1, runs);
+    }
+
+    [Fact]
+    public async Task Worker_CoordinatorRestarts_ReclaimsItsRunningTaskFromTheRecoveredStore()
+    {
+        var data = Directory.CreateTempSubdirectory("tatzelwurm-server-tests-").FullName;
+        try
+        {
+            var store = new InMemoryTaskStore();
+            var first = await TestHost.StartAsync(store: store, dataDirectory: data);
+            await using var proxy = new TcpProxy(first.EndPoint);
+            var runs = 0;
+            var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            await using var worker = new RunningWorker(first.Connection(via: proxy.EndPoint, name: "worker"), "w-restart", slots: 1, async (task, c) =>
+            {
+                Interlocked.Increment(ref runs);
+                started.TrySetResult();
+                await release.Task.WaitAsync(c.Killed);
+                return TaskOutcomeReport.Completed([1]);
+            });
+            var id = await (await first.ClientAsync()).AddAsync([], "t", cancellationToken: Ct);
+            await started.Task.WaitAsync(PipeClient.Patience, Ct);
+            await worker.LogAsync("registered as w-restart (0 tasks reclaimed, 0 dropped)");
+
+            // The coordinator goes away; a new one starts on the same store and data directory (same token)
+            // on another port, and the relay follows it.
+            await first.DisposeAsync();
+            await using var second = await TestHost.StartAsync(store: store, dataDirectory: data);
+            proxy.Target = second.EndPoint;
+            Assert.Equal(first.Host.Token, second.Host.Token);
+
+            await worker.LogAsync("registered as w-restart (1 tasks reclaimed, 0 dropped)");
+            var actioner = await second.ClientAsync();
+            var info = await actioner.ShowAsync(id, Ct);
+            Assert.Equal((Running, "w-restart", 0, "connected"), (info.State, info.Worker, info.Attempts, info.WorkerLease));
+            release.SetResult();
+            Assert.Equal(0, (await actioner.WaitAsync(id, cancellationToken: Ct).WaitAsync(PipeClient.Patience, Ct)).ExitCode);
+            Assert.Equal(1, runs);
+        }
+        finally
+        {
+            Directory.Delete(data, recursive: true);
+        }
+    }
+
+    /// <summary>A <see cref="Worker"/> running in the background, with its log lines readable in order.</summary>
+    private sealed class RunningWorker : IAsyncDisposable
+    {
+        private readonly CancellationTokenSource _stop = new();
+        private readonly Channel<string> _log = Channel.CreateUnbounded<string>();
+        private readonly Task _run;
+
+        public RunningWorker(ConnectionOptions connection, string workerId, int slots, TaskHandler handler)
+        {
+            Worker = new Worker(new WorkerOptions
+            {
+                Connection = connection,
+                WorkerId = workerId,
+                Name = workerId,
+                Types = ["t"],
+                Slots = slots,
+                MaxReconnectDelay = TimeSpan.FromMilliseconds(200),
+                Log = line => _log.Writer.TryWrite(line),
+            }, handler);
+            _run = Worker.RunAsync(_stop.Token);
+        }
+
+        public Worker Worker { get; }
+
+        /// <summary>Waits for the next log line that starts with <paramref name="prefix"/>, skipping others.</summary>
+        public async Task LogAsync(string prefix)
+        {
+            while (true)
+            {
+                var line = await _log.Reader.ReadAsync(Ct).AsTask().WaitAsync(PipeClient.Patience, Ct);
+                if (line.StartsWith(prefix, StringComparison.Ordinal))
+                {
+                    return;
+                }
+            }
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await _stop.CancelAsync();
+            await _run.WaitAsync(PipeClient.Patience);
+            Worker.Dispose();
+            _stop.Dispose();
+        }
+    }
+}

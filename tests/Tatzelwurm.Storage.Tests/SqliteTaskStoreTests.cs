@@ -1,0 +1,357 @@
+using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.Time.Testing;
+using Tatzelwurm.Core;
+using Xunit;
+using static Tatzelwurm.Storage.Tests.TestData;
+
+namespace Tatzelwurm.Storage.Tests;
+
+public sealed class SqliteStoreContractTests : StoreContractTests
+{
+    private readonly TempDir _dir = new();
+
+    protected override ITaskStore Create() => SqliteTaskStore.Open(Options());
+
+    protected override async Task<ITaskStore> ReopenAsync(ITaskStore store)
+    {
+        await store.DisposeAsync();
+        return SqliteTaskStore.Open(Options());
+    }
+
+    public override async ValueTask DisposeAsync()
+    {
+        await base.DisposeAsync();
+        _dir.Dispose();
+    }
+
+    private SqliteStoreOptions Options() => new(_dir.File("tatzelwurm.db")) { FailCommit = _ => Failing };
+}
+
+public sealed class SqliteTaskStoreTests : IDisposable
+{
+    private readonly TempDir _dir = new();
+
+    private string DbPath => _dir.File("tatzelwurm.db");
+
+    public void Dispose() => _dir.Dispose();
+
+    [Theory]
+    [InlineData(Durability.Full)]
+    [InlineData(Durability.Interval)]
+    [InlineData(Durability.None)]
+    public async Task Reopen_AfterCrashWithoutCheckpoint_HasExactlyTheCommittedState(Durability durability)
+    {
+        // A kill -9 leaves the db and WAL files as the kernel has them: copying them while the store
+        // is still open, without a checkpoint or close, is that state.
+        var options = new SqliteStoreOptions(DbPath) { Durability = durability, SyncInterval = TimeSpan.FromHours(1) };
+        var store = SqliteTaskStore.Open(options);
+        var memory = new InMemoryTaskStore();
+        StoreBatch[] batches =
+        [
+            Batch([Full(1, TaskState.Ready), Minimal(2)], tagLimits: [Limit("gpu", 2)]),
+            Batch([Full(1, TaskState.Run), Full(3, TaskState.Pause)], tagLimits: [Limit("gpu", 4), Limit("io", 1)]),
+            Batch([Full(1, TaskState.Terminated)], deletes: [2], tagLimits: [Limit("io", null)], lastTaskId: 5),
+        ];
+        foreach (var batch in batches)
+        {
+            await store.CommitAsync(batch, Ct);
+            await memory.CommitAsync(batch, Ct);
+        }
+
+        var crashed = _dir.File("crashed/tatzelwurm.db");
+        Directory.CreateDirectory(Path.GetDirectoryName(crashed)!);
+        File.Copy(DbPath, crashed);
+        File.Copy(DbPath + "-wal", crashed + "-wal");
+        Assert.True(new FileInfo(crashed + "-wal").Length > 0, "the commits should still be in the WAL");
+        await store.DisposeAsync();
+
+        await using var reopened = SqliteTaskStore.Open(new SqliteStoreOptions(crashed));
+        Same(memory.Snapshot(), await reopened.LoadAsync(Ct));
+    }
+
+    [Fact]
+    public async Task Load_SparseIdsOverAWideRange_ReadsEverySliceInIdOrder()
+    {
+        // Wide enough for the parallel scan: slices split the id range, and purged gaps must not matter.
+        var tasks = Enumerable.Range(0, 300).Select(i => Full(1 + (i * 997L) % 299_000, (TaskState)(i % 6))).DistinctBy(t => t.Id).OrderBy(t => t.Id).ToList();
+        await using var store = SqliteTaskStore.Open(new SqliteStoreOptions(DbPath));
+        await store.CommitAsync(Batch(tasks, lastTaskId: 300_000), Ct);
+
+        var snapshot = await store.LoadAsync(Ct);
+
+        Same(new StoreSnapshot(tasks, new Dictionary<string, int>(), 300_000), snapshot);
+    }
+
+    [Fact]
+    public async Task Commit_RealDiskFull_RollsBackThrowsAndSucceedsOnceSpaceReturns()
+    {
+        // max_page_count caps the database size: SQLite then fails exactly as on a full disk (SQLITE_FULL).
+        var diskFull = false;
+        var options = new SqliteStoreOptions(DbPath)
+        {
+            ConfigureConnection = c =>
+            {
+                if (diskFull)
+                {
+                    CapAtCurrentSize(c);
+                }
+            },
+        };
+        await using var store = SqliteTaskStore.Open(options);
+        var first = Full(1);
+        await store.CommitAsync(Batch([first], tagLimits: [Limit("gpu", 1)]), Ct);
+
+        diskFull = true;
+        CapAtCurrentSize(store.ConnectionForTests!);
+        var big = Batch([Full(1, TaskState.Terminated), Minimal(2) with { Payload = new byte[256 * 1024] }], tagLimits: [Limit("gpu", 9)]);
+        var ex = await Assert.ThrowsAsync<StoreException>(() => store.CommitAsync(big, Ct));
+        Assert.True(ex.IsDiskFull, ex.ToString());
+
+        // The store reopens its connection and still sees only the first commit; the disk is still full.
+        Same(new StoreSnapshot([first], new Dictionary<string, int> { ["gpu"] = 1 }, 1), await store.LoadAsync(Ct));
+        Assert.True((await Assert.ThrowsAsync<StoreException>(() => store.CommitAsync(big, Ct))).IsDiskFull);
+
+        diskFull = false; // the failed commit dropped its connection; the next one opens without the cap
+        await store.CommitAsync(big, Ct);
+
+        Same(new StoreSnapshot(big.Upserts, new Dictionary<string, int> { ["gpu"] = 9 }, 2), await store.LoadAsync(Ct));
+    }
+
+    private static void CapAtCurrentSize(SqliteConnection c)
+    {
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = "PRAGMA page_count";
+        var pages = (long)cmd.ExecuteScalar()!;
+        cmd.CommandText = $"PRAGMA max_page_count = {pages}";
+        cmd.ExecuteNonQuery();
+    }
+
+    [Fact]
+    public void Open_FutureSchemaVersion_IsRefusedWithAClearError()
+    {
+        using (var c = new SqliteConnection($"Data Source={DbPath};Pooling=false"))
+        {
+            c.Open();
+            using var cmd = c.CreateCommand();
+            cmd.CommandText = $"PRAGMA application_id = {SqliteSchema.ApplicationId}; PRAGMA user_version = {SqliteSchema.CurrentVersion + 1};";
+            cmd.ExecuteNonQuery();
+        }
+
+        var ex = Assert.Throws<StoreException>(() => SqliteTaskStore.Open(new SqliteStoreOptions(DbPath)));
+
+        Assert.Contains("newer than this tatzelwurm supports", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Open_SomeoneElsesDatabase_IsRefused()
+    {
+        using (var c = new SqliteConnection($"Data Source={DbPath};Pooling=false"))
+        {
+            c.Open();
+            using var cmd = c.CreateCommand();
+            cmd.CommandText = "CREATE TABLE tasks (id INTEGER PRIMARY KEY, what TEXT)";
+            cmd.ExecuteNonQuery();
+        }
+
+        var ex = Assert.Throws<StoreException>(() => SqliteTaskStore.Open(new SqliteStoreOptions(DbPath)));
+
+        Assert.Contains("not a tatzelwurm database", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Load_RowWithUnknownState_IsRefusedNotGuessed()
+    {
+        await using var store = await CommitOneAsync();
+        using (var c = new SqliteConnection($"Data Source={DbPath};Pooling=false"))
+        {
+            c.Open();
+            Scalar(c, "UPDATE tasks SET state = 42");
+        }
+
+        var ex = await Assert.ThrowsAsync<StoreException>(() => store.LoadAsync(Ct));
+
+        Assert.Contains("unknown state 42", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Open_NotASqliteFile_ThrowsStoreException()
+    {
+        File.WriteAllText(DbPath, new string('x', 4096));
+
+        Assert.Throws<StoreException>(() => SqliteTaskStore.Open(new SqliteStoreOptions(DbPath)));
+    }
+
+    [Fact]
+    public async Task Open_MissingDirectory_IsCreated()
+    {
+        await using var store = SqliteTaskStore.Open(new SqliteStoreOptions(_dir.File("data/sub/tatzelwurm.db")));
+
+        Assert.True(File.Exists(_dir.File("data/sub/tatzelwurm.db")));
+    }
+
+    [Fact]
+    public async Task Migrate_AppendedMigration_RunsOnceAndBumpsTheVersion()
+    {
+        await (await CommitOneAsync()).DisposeAsync();
+        string[] v1 = ["-- stands for the released v1, already applied"];
+        string[] v2 = [.. v1, "ALTER TABLE tasks ADD COLUMN note TEXT; UPDATE tasks SET note = 'migrated';"];
+
+        using var c = new SqliteConnection($"Data Source={DbPath};Pooling=false");
+        c.Open();
+        SqliteSchema.Migrate(c, DbPath, v2);
+        SqliteSchema.Migrate(c, DbPath, v2); // already at 2: nothing to do
+
+        Assert.Equal(2L, Scalar(c, "PRAGMA user_version"));
+        Assert.Equal("migrated", Scalar(c, "SELECT note FROM tasks WHERE id = 1"));
+    }
+
+    [Fact]
+    public async Task Schema_IsInspectableWithPlainSql()
+    {
+        await using var store = await CommitOneAsync();
+
+        using var c = new SqliteConnection($"Data Source={DbPath};Mode=ReadOnly;Pooling=false");
+        c.Open();
+        Assert.Equal(
+            "id,state,type,priority,tags,payload,policy,no_reply,exit_code,result,error,worker_id,attempts,layers,"
+            + "pending_control,kill_requested_at,reason,created_at,updated_at,history",
+            Scalar(c, "SELECT group_concat(name, ',') FROM pragma_table_info('tasks')"));
+        Assert.Equal(3L, Scalar(c, "SELECT state FROM tasks WHERE id = 1")); // TaskState.Run's frozen value
+        Assert.Equal("[\"gpu\",\"site:cscs\"]", Scalar(c, "SELECT tags FROM tasks"));
+        Assert.Equal("site:cscs", Scalar(c, "SELECT value FROM tasks, json_each(tasks.tags) WHERE json_each.key = 1"));
+        Assert.Equal("play", Scalar(c, "SELECT json_extract(history, '$[1][2]') FROM tasks"));
+        Assert.Equal(T0.AddSeconds(6).ToUnixTimeMilliseconds(), Scalar(c, "SELECT updated_at FROM tasks"));
+        Assert.Equal("blob", Scalar(c, "SELECT typeof(payload) FROM tasks"));
+        Assert.Equal(1L, Scalar(c, "SELECT value FROM meta WHERE key = 'last_task_id'"));
+        Assert.Equal(2L, Scalar(c, "SELECT max_running FROM tag_limits WHERE tag = 'gpu'"));
+        Assert.Equal("wal", Scalar(c, "PRAGMA journal_mode"));
+    }
+
+    [Fact]
+    public async Task Dispose_CheckpointsSoNothingIsLeftInTheWal()
+    {
+        await (await CommitOneAsync()).DisposeAsync();
+
+        Assert.True(!File.Exists(DbPath + "-wal") || new FileInfo(DbPath + "-wal").Length == 0);
+        await using var reopened = SqliteTaskStore.Open(new SqliteStoreOptions(DbPath));
+        Assert.Single((await reopened.LoadAsync(Ct)).Tasks);
+    }
+
+    [Fact]
+    public async Task IntervalMode_AfterOneInterval_CommitsAreCheckpointedIntoTheMainFile()
+    {
+        var clock = new FakeTimeProvider();
+        var options = new SqliteStoreOptions(DbPath) { Durability = Durability.Interval, SyncInterval = TimeSpan.FromMilliseconds(250), TimeProvider = clock };
+        await using var store = SqliteTaskStore.Open(options);
+        await store.CommitAsync(Batch([Full(1)]), Ct);
+        Assert.Empty(await LoadMainFileOnlyAsync("before"));
+
+        clock.Advance(TimeSpan.FromMilliseconds(249));
+        clock.Advance(TimeSpan.FromMilliseconds(1));
+        Assert.True(await store.SyncAttemptsForTests!.WaitAsync(TimeSpan.FromSeconds(30), Ct));
+
+        // The checkpoint fsyncs the WAL, then copies it into the main file: the main file alone has the task.
+        Same(Full(1), Assert.Single(await LoadMainFileOnlyAsync("after")));
+    }
+
+    private async Task<IReadOnlyList<TaskRecord>> LoadMainFileOnlyAsync(string name)
+    {
+        var copy = _dir.File($"{name}/tatzelwurm.db");
+        Directory.CreateDirectory(Path.GetDirectoryName(copy)!);
+        File.Copy(DbPath, copy);
+        await using var store = SqliteTaskStore.Open(new SqliteStoreOptions(copy));
+        return (await store.LoadAsync(Ct)).Tasks;
+    }
+
+    [Fact]
+    public async Task Commit_Concurrently_IsRefused()
+    {
+        var entered = new TaskCompletionSource();
+        var release = new TaskCompletionSource();
+        var options = new SqliteStoreOptions(DbPath)
+        {
+            FailCommit = _ =>
+            {
+                entered.TrySetResult();
+                release.Task.Wait(TestContext.Current.CancellationToken);
+                return false;
+            },
+        };
+        await using var store = SqliteTaskStore.Open(options);
+
+        var first = Task.Run(() => store.CommitAsync(Batch([Minimal(1)]), Ct), Ct);
+        await entered.Task.WaitAsync(Ct);
+        Assert.Throws<InvalidOperationException>(() => { _ = store.CommitAsync(Batch([Minimal(2)]), Ct); });
+        release.SetResult();
+        await first;
+    }
+
+    [Fact]
+    public async Task WithDurability_IntervalSpec_SetsModeAndPeriodAndShowsInDescription()
+    {
+        var options = new SqliteStoreOptions(DbPath).WithDurability("interval:50ms");
+
+        Assert.Equal(Durability.Interval, options.Durability);
+        Assert.Equal(TimeSpan.FromMilliseconds(50), options.SyncInterval);
+        await using var store = SqliteTaskStore.Open(options);
+        Assert.Equal($"sqlite {DbPath} (durability interval, sync every 50 ms)", store.Description);
+    }
+
+    [Fact]
+    public void WithDurability_ModeWithoutInterval_KeepsTheConfiguredPeriod()
+    {
+        var options = new SqliteStoreOptions(DbPath) { SyncInterval = TimeSpan.FromSeconds(1) }.WithDurability("interval");
+
+        Assert.Equal(TimeSpan.FromSeconds(1), options.SyncInterval);
+    }
+
+    [Theory]
+    [InlineData("full", Durability.Full, null)]
+    [InlineData(" FULL ", Durability.Full, null)]
+    [InlineData("none", Durability.None, null)]
+    [InlineData("interval", Durability.Interval, null)]
+    [InlineData("interval:250ms", Durability.Interval, 250)]
+    [InlineData("interval:250", Durability.Interval, 250)]
+    [InlineData("interval:2s", Durability.Interval, 2000)]
+    public void ParseDurability_ValidSpec_GivesModeAndInterval(string spec, Durability mode, int? intervalMs)
+    {
+        var (parsedMode, interval) = SqliteStoreOptions.ParseDurability(spec);
+
+        Assert.Equal(mode, parsedMode);
+        Assert.Equal(intervalMs, (int?)interval?.TotalMilliseconds);
+    }
+
+    [Theory]
+    [InlineData("")]
+    [InlineData("fast")]
+    [InlineData("full:10")]
+    [InlineData("interval:")]
+    [InlineData("interval:0")]
+    [InlineData("interval:-5ms")]
+    [InlineData("interval:1.5s")]
+    [InlineData("interval:abc")]
+    public void ParseDurability_InvalidSpec_ThrowsFormatException(string spec)
+    {
+        Assert.Throws<FormatException>(() => SqliteStoreOptions.ParseDurability(spec));
+    }
+
+    [Fact]
+    public void Options_Default_IsFullDurability()
+    {
+        Assert.Equal(Durability.Full, new SqliteStoreOptions("x.db").Durability);
+    }
+
+    private async Task<SqliteTaskStore> CommitOneAsync()
+    {
+        var store = SqliteTaskStore.Open(new SqliteStoreOptions(DbPath));
+        await store.CommitAsync(Batch([Full(1)], tagLimits: [Limit("gpu", 2)]), Ct);
+        return store;
+    }
+
+    private static object? Scalar(SqliteConnection c, string sql)
+    {
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = sql;
+        return cmd.ExecuteScalar();
+    }
+}
