@@ -85,7 +85,7 @@ public sealed class RabbitTarget(string host, int port, int serverPid) : ITarget
     public async Task WarmupAsync(int tasks, CancellationToken cancellationToken)
     {
         var measured = (_workload, _timeline);
-        _workload = _workload with { Name = "warmup", Tasks = tasks };
+        _workload = _workload with { Name = "warmup", Tasks = tasks, Unmeasured = true };
         _timeline = new Timeline(tasks);
         await SubmitAsync(cancellationToken);
         while (!WorkersDone())

@@ -133,7 +133,7 @@ public sealed class TatzelwurmTarget(string dll, string? store, IReadOnlyList<st
     {
         var measured = (_workload, _timeline);
         // Above the measured priorities, so that warm-up tasks run ahead of a prefilled backlog.
-        _workload = _workload with { Name = "warmup", Tasks = tasks, PriorityBoost = _workload.Priorities + 1 };
+        _workload = _workload with { Name = "warmup", Tasks = tasks, PriorityBoost = _workload.Priorities + 1, Unmeasured = true };
         _timeline = new Timeline(tasks);
         await SubmitAsync(cancellationToken);
         while (!WorkersDone())

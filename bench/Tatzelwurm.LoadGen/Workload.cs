@@ -47,6 +47,9 @@ public sealed record Workload
     /// </summary>
     public int Warmup { get; init; }
 
+    /// <summary>Warm-up tasks: their payload carries sequence -1, so a late one never marks a measured task as run.</summary>
+    public bool Unmeasured { get; init; }
+
     /// <summary>Added to every priority: warm-up tasks run ahead of a prefilled backlog (tatzelwurm only).</summary>
     public int PriorityBoost { get; init; }
 
@@ -61,7 +64,7 @@ public sealed record Workload
     public byte[] Payload(int seq)
     {
         var payload = new byte[Math.Max(4, PayloadBytes)];
-        BinaryPrimitives.WriteInt32LittleEndian(payload, seq);
+        BinaryPrimitives.WriteInt32LittleEndian(payload, Unmeasured ? -1 : seq);
         return payload;
     }
 
