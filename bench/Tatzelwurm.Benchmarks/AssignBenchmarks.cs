@@ -9,7 +9,11 @@ namespace Tatzelwurm.Benchmarks;
 /// free slots. Between iterations the worker finishes them and as many new tasks are added, so the
 /// queue depth stays at <see cref="Queued"/>. The cost per assignment should grow like log n.
 /// </summary>
+// One invocation per iteration (the queue is refilled between iterations), so the short job's two
+// warmups would leave the first parameter values running tier-0 code: warm up longer here.
 [MemoryDiagnoser]
+[WarmupCount(25)]
+[IterationCount(15)]
 public class AssignBenchmarks
 {
     private const int Batch = 1000;

@@ -6,7 +6,7 @@ namespace Tatzelwurm.Benchmarks;
 
 /// <summary>
 /// One group commit of <see cref="BatchSize"/> task after-images (new ready tasks, 200-byte payloads),
-/// as the writer hands it to the store.
+/// as the writer hands it to the store (SQLite: one transaction and, durability full, one fsync).
 /// </summary>
 [MemoryDiagnoser]
 public class StoreBenchmarks
@@ -19,8 +19,11 @@ public class StoreBenchmarks
     [Params(1, 100, 1000)]
     public int BatchSize { get; set; }
 
-    [Params("memory")]
+    /// <summary>memory, or sqlite with the default durability (full: fsync in every commit) in a temporary directory.</summary>
+    [Params("memory", "sqlite")]
     public string Store { get; set; } = "memory";
+
+    private string? _directory;
 
     [GlobalSetup]
     public void Setup()
@@ -28,12 +31,20 @@ public class StoreBenchmarks
         _store = Store switch
         {
             "memory" => new InMemoryTaskStore(),
+            "sqlite" => SqliteTaskStore.Open(new SqliteStoreOptions(Path.Combine(_directory = Directory.CreateTempSubdirectory("tw-bench-").FullName, "tatzelwurm.db"))),
             _ => throw new ArgumentException(Store),
         };
     }
 
     [GlobalCleanup]
-    public void Cleanup() => _store.DisposeAsync().AsTask().GetAwaiter().GetResult();
+    public void Cleanup()
+    {
+        _store.DisposeAsync().AsTask().GetAwaiter().GetResult();
+        if (_directory is not null)
+        {
+            Directory.Delete(_directory, recursive: true);
+        }
+    }
 
     [Benchmark]
     public Task Commit()
