@@ -56,7 +56,7 @@ public sealed record Workload
     /// <summary>Give up after this long.</summary>
     public TimeSpan Timeout { get; init; } = TimeSpan.FromMinutes(5);
 
-    public static Workload Throughput => new() { Name = "throughput", Tasks = 20_000, Submitters = 1, Workers = 2, Window = 100, PayloadBytes = 200, Warmup = 20_000 };
+    public static Workload Throughput => new() { Name = "throughput", Tasks = 20_000, Submitters = 1, Workers = 2, Window = 100, PayloadBytes = 200, Warmup = 50_000 };
 
     public static Workload RoundTrip => new() { Name = "roundtrip", Tasks = 2_000, Submitters = 1, Workers = 2, Window = 1, PayloadBytes = 200, WaitResults = true, Warmup = 1_000 };
 
