@@ -131,11 +131,22 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
         public bool Abandoned { get; set; }
         public bool Dropped { get; set; }
 
-        /// <summary>Keeps one task's reports in order without holding up other tasks' reports.</summary>
-        public SemaphoreSlim ReportLock { get; } = new(1, 1);
+        /// <summary>Guards <see cref="Unacknowledged"/> and <see cref="Acknowledging"/>.</summary>
+        public Lock Gate { get; } = new();
 
         /// <summary>Reports not yet acknowledged, oldest first; re-sent after a reconnect.</summary>
-        public ConcurrentQueue<TaskUpdate> Unacknowledged { get; } = new();
+        public List<PendingReport> Unacknowledged { get; } = [];
+
+        /// <summary>True while a loop awaits this task's acknowledgements in order.</summary>
+        public bool Acknowledging { get; set; }
+    }
+
+    /// <summary>A report and, once sent, its reply and the connection it went out on.</summary>
+    private sealed class PendingReport(TaskUpdate update)
+    {
+        public TaskUpdate Update { get; } = update;
+        public Task<OkReply>? Reply { get; set; }
+        public Connection? Via { get; set; }
     }
 
     /// <summary>The stable identity this worker registers with.</summary>
@@ -217,7 +228,7 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
         // Reports that were not acknowledged before the connection dropped go out again, in order.
         foreach (var running in _tasks.Values)
         {
-            _ = FlushReportsAsync(running);
+            SendReports(running);
         }
 
         using var serving = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, connection.Closed);
@@ -382,49 +393,124 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
 
     private void Report(RunningTask running, TaskUpdateKind kind, int exitCode = 0, byte[]? result = null, string? error = null)
     {
-        running.Unacknowledged.Enqueue(new TaskUpdate(0, running.Task.Id, kind, exitCode, result, error));
-        _ = FlushReportsAsync(running);
+        lock (running.Gate)
+        {
+            running.Unacknowledged.Add(new PendingReport(new TaskUpdate(0, running.Task.Id, kind, exitCode, result, error)));
+        }
+
+        SendReports(running);
     }
 
-    // Sends a task's unacknowledged reports in order, each until acknowledged. A lost connection
-    // leaves them queued; the next registration calls this again.
-    private async Task FlushReportsAsync(RunningTask running)
+    // A task's reports go out at once and in order, without waiting for the previous one's
+    // acknowledgement: the coordinator applies one connection's frames in order, so a Finished right
+    // behind an Accepted is still applied after it, and the two usually share one store commit instead
+    // of costing one each. Acknowledgements are then taken in order by AcknowledgeAsync; a report is
+    // forgotten only once acknowledged, and a lost connection leaves it to be sent again after the next
+    // registration (which calls this again).
+    private void SendReports(RunningTask running)
     {
-        await running.ReportLock.WaitAsync();
-        try
+        var connection = _connection;
+        if (connection is null)
         {
-            while (running.Unacknowledged.TryPeek(out var update) && _connection is { } connection)
+            return;
+        }
+
+        var start = false;
+        lock (running.Gate)
+        {
+            foreach (var pending in running.Unacknowledged)
             {
-                try
+                if (!ReferenceEquals(pending.Via, connection))
                 {
-                    await connection.RequestAsync<OkReply>(id => update with { RequestId = id });
+                    var update = pending.Update;
+                    pending.Via = connection;
+                    pending.Reply = connection.RequestAsync<OkReply>(id => update with { RequestId = id });
                 }
-                catch (TatzelwurmException ex) when (ex.Code is ErrorCode.IllegalTransition or ErrorCode.UnknownTask)
+            }
+
+            if (!running.Acknowledging && running.Unacknowledged.Count > 0)
+            {
+                running.Acknowledging = true;
+                start = true;
+            }
+        }
+
+        if (start)
+        {
+            _ = AcknowledgeAsync(running);
+        }
+    }
+
+    private async Task AcknowledgeAsync(RunningTask running)
+    {
+        while (true)
+        {
+            PendingReport head;
+            lock (running.Gate)
+            {
+                if (running.Unacknowledged.Count == 0 || running.Unacknowledged[0].Reply is null)
                 {
-                    // The coordinator no longer gives this task to us (killed, re-queued, purged): drop the report.
-                    options.Log?.Invoke($"task {update.TaskId}: {ex.Message}");
-                }
-                catch (TatzelwurmException ex) when (ex.Code == ErrorCode.StoreUnavailable)
-                {
-                    // Not persisted: keep it and try again shortly.
-                    await Task.Delay(TimeSpan.FromMilliseconds(500), options.Time);
-                    continue;
-                }
-                catch (ConnectionLostException)
-                {
+                    running.Acknowledging = false;
                     return;
                 }
 
-                running.Unacknowledged.TryDequeue(out _);
-                if (update.Kind == TaskUpdateKind.Finished)
+                head = running.Unacknowledged[0];
+            }
+
+            var update = head.Update;
+            var via = head.Via;
+            try
+            {
+                await head.Reply!;
+            }
+            catch (TatzelwurmException ex) when (ex.Code is ErrorCode.IllegalTransition or ErrorCode.UnknownTask)
+            {
+                // The coordinator no longer gives this task to us (killed, re-queued, purged): drop the report.
+                options.Log?.Invoke($"task {update.TaskId}: {ex.Message}");
+            }
+            catch (TatzelwurmException ex) when (ex.Code == ErrorCode.StoreUnavailable)
+            {
+                // Not persisted: keep it and send it again shortly.
+                await Task.Delay(TimeSpan.FromMilliseconds(500), options.Time);
+                lock (running.Gate)
                 {
-                    Release(running);
+                    head.Via = null;
+                    head.Reply = null;
+                    running.Acknowledging = false;
+                }
+
+                SendReports(running);
+                return;
+            }
+            catch (ConnectionLostException)
+            {
+                lock (running.Gate)
+                {
+                    running.Acknowledging = false;
+                }
+
+                // Registration on the next connection sends what is left. If that already happened (the
+                // report was re-sent while we waited for the lost copy), acknowledge from here.
+                if (!ReferenceEquals(head.Via, via) || (_connection is { } current && !ReferenceEquals(current, via)))
+                {
+                    SendReports(running);
+                }
+
+                return;
+            }
+
+            lock (running.Gate)
+            {
+                if (running.Unacknowledged.Count > 0 && ReferenceEquals(running.Unacknowledged[0], head))
+                {
+                    running.Unacknowledged.RemoveAt(0);
                 }
             }
-        }
-        finally
-        {
-            running.ReportLock.Release();
+
+            if (update.Kind == TaskUpdateKind.Finished)
+            {
+                Release(running);
+            }
         }
     }
 
@@ -433,7 +519,11 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
         if (_tasks.TryGetValue(taskId, out var running))
         {
             running.Dropped = true;
-            running.Unacknowledged.Clear();
+            lock (running.Gate)
+            {
+                running.Unacknowledged.Clear();
+            }
+
             if (kill)
             {
                 running.Control.Kill();

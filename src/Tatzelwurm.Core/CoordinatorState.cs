@@ -70,6 +70,7 @@ public sealed class CoordinatorState(CoordinatorOptions options)
     private List<WorkerMessage> _outbox = [];
     private long _lastId;
     private bool _assignNeeded;
+    private bool _loading;
 
     public CoordinatorOptions Options { get; } = options;
 
@@ -100,30 +101,62 @@ public sealed class CoordinatorState(CoordinatorOptions options)
             _tagLimits[tag] = limit;
         }
 
-        foreach (var task in snapshot.Tasks.OrderBy(t => t.State == TaskState.Terminated ? t.UpdatedAt : DateTimeOffset.MinValue))
+        // Non-terminated tasks first, in snapshot order; then terminated ones oldest first, so that the
+        // retention queue is in termination order (the same order a stable sort by "terminated at, else
+        // the beginning of time" gives, without sorting the whole snapshot). Nothing loaded is a change
+        // to persist or report, so Put does not record it (a million dirty entries and change records
+        // would only be cleared again).
+        _tasks.EnsureCapacity(snapshot.Tasks.Count);
+        var terminated = new List<TaskRecord>();
+        _loading = true;
+        try
         {
-            if (task.OnWorker && !_workers.ContainsKey(task.WorkerId!))
+            foreach (var task in snapshot.Tasks)
             {
-                _workers[task.WorkerId!] = new WorkerRecord
+                if (task.State == TaskState.Terminated)
                 {
-                    Id = task.WorkerId!,
-                    Lease = WorkerLease.Suspect,
-                    SuspectSince = now,
-                    LastSeen = now,
-                };
+                    terminated.Add(task);
+                }
+                else
+                {
+                    LoadOne(task, now);
+                }
             }
 
-            if (task.PendingControl == PendingControl.Kill)
+            foreach (var task in terminated.OrderBy(t => t.UpdatedAt))
             {
-                _killsPending.Add(task.Id);
+                LoadOne(task, now);
             }
-
-            Put(task);
-            _lastId = Math.Max(_lastId, task.Id);
+        }
+        finally
+        {
+            _loading = false;
         }
 
         _dirty.Clear();
         _changes.Clear();
+    }
+
+    private void LoadOne(TaskRecord task, DateTimeOffset now)
+    {
+        if (task.OnWorker && !_workers.ContainsKey(task.WorkerId!))
+        {
+            _workers[task.WorkerId!] = new WorkerRecord
+            {
+                Id = task.WorkerId!,
+                Lease = WorkerLease.Suspect,
+                SuspectSince = now,
+                LastSeen = now,
+            };
+        }
+
+        if (task.PendingControl == PendingControl.Kill)
+        {
+            _killsPending.Add(task.Id);
+        }
+
+        Put(task);
+        _lastId = Math.Max(_lastId, task.Id);
     }
 
     // ---- actioner commands ------------------------------------------------------------------
@@ -702,8 +735,11 @@ public sealed class CoordinatorState(CoordinatorOptions options)
             _rejectedBy.Remove(next.Id);
         }
 
-        _dirty[next.Id] = next;
-        _changes.Add(new TaskChange(next, prev is null || prev.State != next.State, next.Layers > (prev?.Layers ?? 0)));
+        if (!_loading)
+        {
+            _dirty[next.Id] = next;
+            _changes.Add(new TaskChange(next, prev is null || prev.State != next.State, next.Layers > (prev?.Layers ?? 0)));
+        }
     }
 
     private void Release(TaskRecord prev)

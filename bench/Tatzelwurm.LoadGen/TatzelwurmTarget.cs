@@ -1,0 +1,263 @@
+using Tatzelwurm.Client;
+using Tatzelwurm.Protocol;
+
+namespace Tatzelwurm.LoadGen;
+
+/// <summary>
+/// tatzelwurm: a fresh coordinator process per run (its own data directory, the store given or the
+/// coordinator's default), workers are <see cref="Worker"/> runners of the C# client library and
+/// submitters <see cref="TatzelwurmClient"/>s, each on its own TCP connection.
+/// </summary>
+public sealed class TatzelwurmTarget(string dll, string? store, IReadOnlyList<string> coordinatorArgs, CoordinatorProcess? existing = null) : ITarget
+{
+    private const string TaskType = "bench";
+    private readonly List<Worker> _workers = [];
+    private readonly List<Task> _workerRuns = [];
+    private readonly CancellationTokenSource _stopWorkers = new();
+    private CoordinatorProcess? _coordinator;
+    private Workload _workload = Workload.Throughput;
+    private Timeline _timeline = new(0);
+    private string _dataDirectory = "";
+    private byte[] _result = [];
+    private long _completedBase;
+
+    public string Name => "tatzelwurm";
+
+    public string Store { get; private set; } = store ?? "default";
+
+    public int ServerPid => _coordinator?.Pid ?? 0;
+
+    public CoordinatorProcess? Coordinator => _coordinator;
+
+    public ConnectionOptions Connection => new()
+    {
+        Server = _coordinator!.Server,
+        Token = _coordinator.Token,
+        ClientName = "loadgen",
+        ConnectTimeout = TimeSpan.FromSeconds(30),
+    };
+
+    public async Task PrepareAsync(Workload workload, Timeline timeline, CancellationToken cancellationToken)
+    {
+        _workload = workload;
+        _timeline = timeline;
+        _result = new byte[workload.ResultBytes];
+        if (existing is not null)
+        {
+            // A coordinator the caller started and filled (scale runs); the caller owns and stops it.
+            _coordinator = existing;
+        }
+        else
+        {
+            _dataDirectory = Path.Combine(Path.GetTempPath(), $"tw-loadgen-{Environment.ProcessId}-{Guid.NewGuid():N}");
+            _coordinator = await CoordinatorProcess.StartAsync(dll, _dataDirectory, store, coordinatorArgs, TimeSpan.FromSeconds(60));
+        }
+
+        Store = DescribeStore(_coordinator.Log) ?? Store;
+        if (workload.Prefill > 0 && existing is null)
+        {
+            await PrefillAsync(Connection, workload, cancellationToken);
+        }
+
+        await StartWorkersAsync(workload.Workers, workload.Prefetch, cancellationToken);
+    }
+
+    public async Task StartWorkersAsync(int count, int slots, CancellationToken cancellationToken)
+    {
+        var baseIndex = _workers.Count;
+        for (var i = 0; i < count; i++)
+        {
+            var worker = new Worker(
+                new WorkerOptions
+                {
+                    Connection = Connection with { ClientName = "loadgen-worker" },
+                    WorkerId = $"loadgen-{Environment.ProcessId}-{baseIndex + i}",
+                    Name = $"loadgen-{baseIndex + i}",
+                    Types = [TaskType],
+                    Slots = slots,
+                },
+                HandleAsync);
+            _workers.Add(worker);
+            _workerRuns.Add(Task.Run(() => worker.RunAsync(_stopWorkers.Token), CancellationToken.None));
+        }
+
+        await using var admin = await TatzelwurmClient.ConnectAsync(Connection, cancellationToken);
+        while ((await admin.WorkersAsync(cancellationToken)).Count(w => w.State == "connected") < _workers.Count)
+        {
+            await Task.Delay(20, cancellationToken);
+        }
+    }
+
+    /// <summary>Adds prefill tasks (sequence -1: not measured) in batches of 1,000, 8 batches in flight.</summary>
+    public static async Task PrefillAsync(ConnectionOptions connection, Workload workload, CancellationToken cancellationToken, Action<long>? progress = null)
+    {
+        await using var client = await TatzelwurmClient.ConnectAsync(connection, cancellationToken);
+        const int Batch = 1000;
+        var payload = workload.Payload(-1);
+        using var window = new SemaphoreSlim(8);
+        var pending = new List<Task>();
+        long added = 0;
+        for (var start = 0; start < workload.Prefill; start += Batch)
+        {
+            var count = Math.Min(Batch, workload.Prefill - start);
+            var specs = Enumerable.Range(start, count)
+                .Select(i => new TaskSpec(payload, TaskType, workload.PriorityOf(i), workload.TagsOf(i), DeliveryPolicy.Default, true, false))
+                .ToList();
+            await window.WaitAsync(cancellationToken);
+            pending.Add(AddAsync(specs));
+        }
+
+        await Task.WhenAll(pending);
+
+        async Task AddAsync(List<TaskSpec> specs)
+        {
+            try
+            {
+                await client.AddAsync(specs, cancellationToken);
+                progress?.Invoke(Interlocked.Add(ref added, specs.Count));
+            }
+            finally
+            {
+                window.Release();
+            }
+        }
+    }
+
+    public async Task SubmitAsync(CancellationToken cancellationToken)
+    {
+        var submitters = Enumerable.Range(0, _workload.Submitters).Select(k => SubmitterAsync(k, cancellationToken)).ToList();
+        await Task.WhenAll(submitters);
+    }
+
+    public async Task WarmupAsync(int tasks, CancellationToken cancellationToken)
+    {
+        var measured = (_workload, _timeline);
+        // Above the measured priorities, so that warm-up tasks run ahead of a prefilled backlog.
+        _workload = _workload with { Name = "warmup", Tasks = tasks, PriorityBoost = _workload.Priorities + 1, Unmeasured = true };
+        _timeline = new Timeline(tasks);
+        await SubmitAsync(cancellationToken);
+        while (!WorkersDone())
+        {
+            await Task.Delay(5, cancellationToken);
+        }
+
+        (_workload, _timeline) = measured;
+        _completedBase = _workers.Sum(w => w.Completed);
+    }
+
+    public bool WorkersDone()
+    {
+        long completed = -_completedBase, running = 0;
+        foreach (var worker in _workers)
+        {
+            completed += worker.Completed;
+            running += worker.Running;
+        }
+
+        // Worker.Running drops only once the Finished report is acknowledged (durable). With a prefill
+        // backlog the queue never empties, so there the measure is the first N completions.
+        return _workload.Prefill > 0 ? completed >= _workload.Tasks : completed >= _workload.Tasks && running == 0;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stopWorkers.CancelAsync();
+        try
+        {
+            await Task.WhenAll(_workerRuns).WaitAsync(TimeSpan.FromSeconds(30));
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or TimeoutException or ConnectionLostException or TatzelwurmException)
+        {
+        }
+
+        foreach (var worker in _workers)
+        {
+            worker.Dispose();
+        }
+
+        if (_coordinator is not null && existing is null)
+        {
+            await _coordinator.DisposeAsync();
+        }
+
+        _stopWorkers.Dispose();
+        try
+        {
+            if (_dataDirectory.Length > 0)
+            {
+                Directory.Delete(_dataDirectory, recursive: true);
+            }
+        }
+        catch (IOException)
+        {
+        }
+    }
+
+    /// <summary>The store named in the coordinator's "recovered … from STORE" log line.</summary>
+    public static string? DescribeStore(string log)
+    {
+        foreach (var line in log.Split('\n'))
+        {
+            var at = line.IndexOf(" from ", StringComparison.Ordinal);
+            if (line.Contains("recovered", StringComparison.Ordinal) && at >= 0)
+            {
+                // "sqlite /tmp/…/tatzelwurm.db (durability full)" → "sqlite (durability full)": the path differs per run.
+                var store = line[(at + 6)..].Trim();
+                return System.Text.RegularExpressions.Regex.Replace(store, @"\s/\S+", "");
+            }
+        }
+
+        return null;
+    }
+
+    private async Task<TaskOutcomeReport> HandleAsync(AssignedTask task, TaskControl control)
+    {
+        _timeline.MarkRun(Workload.SeqOf(task.Payload));
+        if (_workload.TaskMs > 0)
+        {
+            await Task.Delay(_workload.TaskMs, control.Killed);
+        }
+
+        _timeline.MarkCompleted();
+        return TaskOutcomeReport.Completed(_result);
+    }
+
+    private async Task SubmitterAsync(int index, CancellationToken cancellationToken)
+    {
+        await using var client = await TatzelwurmClient.ConnectAsync(Connection with { ClientName = "loadgen-submitter" }, cancellationToken);
+        using var window = new SemaphoreSlim(_workload.Window);
+        var inFlight = new List<Task>();
+        for (var seq = index; seq < _workload.Tasks; seq += _workload.Submitters)
+        {
+            await window.WaitAsync(cancellationToken);
+            inFlight.Add(OneAsync(seq));
+        }
+
+        await Task.WhenAll(inFlight);
+
+        async Task OneAsync(int seq)
+        {
+            try
+            {
+                var payload = _workload.Payload(seq);
+                _timeline.Sent[seq] = Timeline.Now;
+                var id = await client.AddAsync(payload, TaskType, _workload.PriorityOf(seq), _workload.TagsOf(seq), cancellationToken: cancellationToken);
+                _timeline.MarkAcked(seq);
+                if (_workload.WaitResults)
+                {
+                    var result = await client.WaitAsync(id, cancellationToken: cancellationToken);
+                    if (!result.Completed)
+                    {
+                        throw new InvalidOperationException($"task {id} ended with exit code {result.ExitCode}: {result.Error}");
+                    }
+
+                    _timeline.MarkResult(seq);
+                }
+            }
+            finally
+            {
+                window.Release();
+            }
+        }
+    }
+}
