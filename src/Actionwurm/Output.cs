@@ -66,7 +66,7 @@ internal static class Output
 
     public static string Age(long unixMs)
     {
-        var age = DateTimeOffset.UtcNow - DateTimeOffset.FromUnixTimeMilliseconds(unixMs);
+        var age = TimeProvider.System.GetUtcNow() - DateTimeOffset.FromUnixTimeMilliseconds(unixMs);
         return age.TotalSeconds < 60 ? $"{age.TotalSeconds:0.0}s ago"
             : age.TotalMinutes < 60 ? $"{age.TotalMinutes:0}m ago"
             : age.TotalHours < 48 ? $"{age.TotalHours:0}h ago"

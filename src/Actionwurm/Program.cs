@@ -220,14 +220,14 @@ static async Task<int> WaitAll(TatzelwurmClient client, IReadOnlyList<long> ids,
     var results = new List<TaskResult>();
     async Task Collect(Action<string>? status)
     {
-        var started = DateTimeOffset.UtcNow;
+        var started = TimeProvider.System.GetUtcNow();
         foreach (var id in ids)
         {
             var layers = 0;
             var waiting = client.WaitAsync(id, depth => layers = depth, ct);
             while (await Task.WhenAny(waiting, Task.Delay(250, ct)) != waiting)
             {
-                status?.Invoke($"waiting for task {id} ({results.Count}/{ids.Count} done, {layers} layer(s), {(DateTimeOffset.UtcNow - started).TotalSeconds:0}s)");
+                status?.Invoke($"waiting for task {id} ({results.Count}/{ids.Count} done, {layers} layer(s), {(TimeProvider.System.GetUtcNow() - started).TotalSeconds:0}s)");
             }
 
             results.Add(await waiting);

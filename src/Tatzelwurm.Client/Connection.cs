@@ -266,7 +266,16 @@ public sealed class Connection : IAsyncDisposable
         Shutdown();
         await _readLoop;
         await _input.CompleteAsync();
-        await _output.CompleteAsync();
+        try
+        {
+            // Completing flushes what the writer still buffers. After a failed flush (the peer died)
+            // that is the frames that never went out, and the socket is already closed.
+            await _output.CompleteAsync();
+        }
+        catch (Exception ex) when (ex is ObjectDisposedException or IOException or SocketException)
+        {
+        }
+
         await _stream.DisposeAsync();
         _closed.Dispose();
     }

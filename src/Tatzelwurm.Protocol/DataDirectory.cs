@@ -12,6 +12,9 @@ public static class DataDirectory
     /// <summary>File holding the address the coordinator actually listens on.</summary>
     public const string AddressFile = "address";
 
+    /// <summary>File holding the base URL of the coordinator's HTTP endpoint (dashboard, metrics), when it serves one.</summary>
+    public const string HttpFile = "http";
+
     /// <summary>File holding the auth token.</summary>
     public const string TokenFile = "token";
 
@@ -66,6 +69,16 @@ public static class DataDirectory
     /// <summary>Records the address the coordinator listens on, once it accepts connections.</summary>
     public static void WriteAddress(string directory, string hostPort) =>
         WriteAtomically(Path.Combine(directory, AddressFile), hostPort + "\n", UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+
+    /// <summary>Records the base URL of the HTTP endpoint (e.g. <c>http://127.0.0.1:7601</c>), once it accepts requests.</summary>
+    public static void WriteHttpAddress(string directory, string url) =>
+        WriteAtomically(Path.Combine(directory, HttpFile), url + "\n", UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+
+    /// <summary>Removes a stale HTTP address (the endpoint is off in this run).</summary>
+    public static void RemoveHttpAddress(string directory) => File.Delete(Path.Combine(directory, HttpFile));
+
+    /// <summary>The recorded HTTP base URL, or null when the coordinator serves none.</summary>
+    public static string? ReadHttpAddress(string directory) => ReadTrimmed(Path.Combine(directory, HttpFile));
 
     /// <summary>The recorded address, or null when the file does not exist.</summary>
     public static string? ReadAddress(string directory) => ReadTrimmed(Path.Combine(directory, AddressFile));

@@ -558,6 +558,7 @@ public sealed partial class Coordinator : ICoordinatorInbox, IAsyncDisposable
             return;
         }
 
+        TaskTimings.Record(task);
         foreach (var (session, type, tag) in _watchers)
         {
             if ((type is null || type == task.Type) && (tag is null || task.Tags.Contains(tag)))

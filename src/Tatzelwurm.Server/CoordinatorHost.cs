@@ -4,6 +4,7 @@ using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
 using Tatzelwurm.Core;
 using Tatzelwurm.Protocol;
+using Tatzelwurm.Server.Http;
 
 namespace Tatzelwurm.Server;
 
@@ -16,6 +17,9 @@ public sealed record HostOptions
     public int MaxConnections { get; init; } = 10_000;
     public int OutboundCapacity { get; init; } = 10_000;
     public CoordinatorOptions Coordinator { get; init; } = CoordinatorOptions.Default;
+
+    /// <summary>Where to serve the dashboard, JSON API, /metrics and health (port 0: the OS picks); null: off.</summary>
+    public IPEndPoint? Http { get; init; }
 }
 
 /// <summary>
@@ -35,6 +39,7 @@ public sealed partial class CoordinatorHost : IAsyncDisposable
     private readonly HashSet<Task> _connections = [];
     private readonly Lock _connectionsLock = new();
     private Task? _acceptLoop;
+    private CoordinatorHttpServer? _http;
 
     private CoordinatorHost(HostOptions options, Coordinator coordinator, string token, TimeProvider time, ILoggerFactory loggers)
     {
@@ -60,6 +65,11 @@ public sealed partial class CoordinatorHost : IAsyncDisposable
 
     public string Token => _sessionOptions.Token;
 
+    /// <summary>The HTTP endpoint's base URL, or null when <see cref="HostOptions.Http"/> is off.</summary>
+    public Uri? HttpAddress => _http?.Address;
+
+    internal CoordinatorHttpServer? HttpServer => _http;
+
     public static async Task<CoordinatorHost> StartAsync(HostOptions options, ITaskStore store, TimeProvider time, ILoggerFactory loggers, CancellationToken cancellationToken)
     {
         var token = Protocol.DataDirectory.EnsureToken(options.DataDirectory);
@@ -80,6 +90,25 @@ public sealed partial class CoordinatorHost : IAsyncDisposable
         host._acceptLoop = Task.Run(host.AcceptLoopAsync, CancellationToken.None);
         var address = $"{host.LocalEndPoint.Address}:{host.LocalEndPoint.Port}";
         Protocol.DataDirectory.WriteAddress(options.DataDirectory, address);
+        if (options.Http is { } http)
+        {
+            try
+            {
+                host._http = await CoordinatorHttpServer.StartAsync(http, coordinator, host._sessionOptions, time, loggers, cancellationToken);
+            }
+            catch
+            {
+                await host.DisposeAsync();
+                throw;
+            }
+
+            Protocol.DataDirectory.WriteHttpAddress(options.DataDirectory, host._http.Address.ToString().TrimEnd('/'));
+        }
+        else
+        {
+            Protocol.DataDirectory.RemoveHttpAddress(options.DataDirectory);
+        }
+
         LogListening(host._logger, address, options.DataDirectory);
         return host;
     }
@@ -130,6 +159,11 @@ public sealed partial class CoordinatorHost : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        if (_http is not null)
+        {
+            await _http.DisposeAsync();
+        }
+
         await _stopping.CancelAsync();
         _listener.Dispose();
         if (_acceptLoop is not null)

@@ -21,12 +21,13 @@ var grace = new Option<string?>("--grace") { Description = "a suspect worker is 
 var killTimeout = new Option<string?>("--kill-timeout") { Description = "an unconfirmed kill is escalated to abandon after this long [default 30s]" };
 var policy = new Option<string?>("--default-policy") { Description = "at-most-once or at-least-once, for tasks that name none [default at-most-once]" };
 var retention = new Option<string?>("--retention") { Description = "terminated tasks are purged after this long, e.g. 7d [default 7d]" };
+var http = new Option<string?>("--http") { Description = "serve the dashboard, JSON API, /metrics and health on host:port (port 0: the OS picks; the URL is written to <data>/http); reads need no token, so keep it on 127.0.0.1 [default off]" };
 var logFormat = new Option<string?>("--log-format") { Description = "text or json [default text]" };
 var logLevel = new Option<string?>("--log-level") { Description = "trace, debug, information, warning, error [default information]" };
 
 var root = new RootCommand("tatzelwurm: the coordinator of a persistent task queue for long-running processes")
 {
-    listen, data, store, durability, maxFrame, heartbeat, lease, grace, killTimeout, policy, retention, logFormat, logLevel,
+    listen, data, store, durability, maxFrame, heartbeat, lease, grace, killTimeout, policy, retention, http, logFormat, logLevel,
 };
 
 root.SetAction(async (parse, cancellationToken) =>
@@ -39,6 +40,10 @@ root.SetAction(async (parse, cancellationToken) =>
     using var loggers = LoggerFactory.Create(builder =>
     {
         builder.SetMinimumLevel(Enum.Parse<LogLevel>(Get(logLevel, "information"), ignoreCase: true));
+
+        // ASP.NET Core logs every HTTP request at Information; the dashboard polls and Prometheus scrapes.
+        builder.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
+        builder.AddFilter("Microsoft.Hosting", LogLevel.Warning);
         if (Get(logFormat, "text") == "json")
         {
             builder.AddJsonConsole(o => o.IncludeScopes = true);
@@ -74,6 +79,12 @@ root.SetAction(async (parse, cancellationToken) =>
         DataDirectory = dataDir,
         MaxFrame = parse.GetValue(maxFrame) ?? int.Parse(settings.Get(maxFrame.Name, ProtocolConstants.DefaultMaxFrame.ToString(CultureInfo.InvariantCulture)), CultureInfo.InvariantCulture),
         Coordinator = coordinatorOptions,
+        Http = Get(http, "off") switch
+        {
+            "" or "off" => null,
+            var port when int.TryParse(port, NumberStyles.None, CultureInfo.InvariantCulture, out var p) => new IPEndPoint(IPAddress.Loopback, p),
+            var endpoint => IPEndPoint.Parse(endpoint),
+        },
     };
 
     ITaskStore taskStore = Get(store, "sqlite") switch
