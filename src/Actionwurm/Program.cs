@@ -160,13 +160,15 @@ list.SetAction((parse, ct) => WithClient(parse, ct, async client =>
     IReadOnlyList<TaskInfo> tasks;
     if (parse.GetValue(listAll))
     {
+        // Counts first, then the pages: a task that counts as terminated is terminated in every page
+        // read after it (terminated is final), so "counts say all done" implies the list shows it.
+        page = await client.ListAsync(state, parse.GetValue(typeFilter), parse.GetValue(tagFilter), parse.GetValue(workerFilter), 0, 1, ct);
         var collected = new List<TaskInfo>();
         await foreach (var task in client.ListAllAsync(state, parse.GetValue(typeFilter), parse.GetValue(tagFilter), parse.GetValue(workerFilter), ct))
         {
             collected.Add(task);
         }
 
-        page = await client.ListAsync(state, parse.GetValue(typeFilter), parse.GetValue(tagFilter), parse.GetValue(workerFilter), 0, 1, ct);
         tasks = collected;
     }
     else
