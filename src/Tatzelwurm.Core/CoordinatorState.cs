@@ -324,6 +324,14 @@ public sealed class CoordinatorState(CoordinatorOptions options)
                 // Accept already signals a pending pause or kill; don't send it twice.
                 ResendPendingControl(_tasks[tid], worker);
             }
+
+            // The worker could not confirm a kill while it was away: the escalation deadline starts
+            // when the kill actually reaches it, here.
+            if (_tasks[tid] is { PendingControl: PendingControl.Kill } killed)
+            {
+                Put(killed with { KillRequestedAt = now });
+                _killsPending.Add(tid);
+            }
         }
 
         foreach (var rejecters in _rejectedBy.Values)

@@ -171,7 +171,7 @@ public class KillEscalationTests
     }
 
     [Fact]
-    public void Kill_OverdueKillOnReclaim_KillResentThenAbandonAtNextTick()
+    public void Kill_OverdueKillOnReclaim_KillResentWithAFreshEscalationDeadline()
     {
         var h = new Harness(LongGrace);
         h.Register("w1");
@@ -180,11 +180,16 @@ public class KillEscalationTests
         h.Control(id, ControlVerb.Kill);
         h.Now = T0 + Options.KillTimeout + TimeSpan.FromSeconds(1);
         h.State.Tick(h.Now);
+        var reclaimedAt = h.Now;
 
         h.Register("w1", held: [(id, false)]);
         Assert.Equal(WorkerMessageKind.Kill, Assert.Single(h.Outbox()).Kind);
-        h.State.Tick(h.Now);
+        Assert.Equal(reclaimedAt, h[id].KillRequestedAt);
 
+        h.State.Tick(reclaimedAt + Options.KillTimeout - OneTick);
+        Assert.Empty(h.Outbox());
+
+        h.State.Tick(reclaimedAt + Options.KillTimeout);
         Assert.Equal(WorkerMessageKind.Abandon, Assert.Single(h.Outbox()).Kind);
     }
 }
