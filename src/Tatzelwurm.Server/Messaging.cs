@@ -83,8 +83,8 @@ internal sealed class Messaging
                     new RpcResult(call.RequestId, ok, ok ? response.Payload ?? [] : null, ok ? null : response.Error ?? "", call.Layers), EffectKind.Plain);
                 break;
             default:
-                yield return Error(recipient, 0, ErrorCode.InvalidRequest, $"unknown RPC response kind {(int)response.Kind}");
-                break;
+                // The coordinator refuses unknown kinds (and closes the connection) before routing.
+                throw new ArgumentOutOfRangeException(nameof(response), response.Kind, "unknown RPC response kind");
         }
     }
 
