@@ -22,8 +22,9 @@ public sealed class EventHubTests
 
         await client.AddAsync(Specs(200), Cancel);
 
-        // Nobody reads: the queue stops at its capacity and the client is marked for a resync.
-        await Eventually.TrueAsync(() => Task.FromResult(subscriber.Events.Count == 50), "queue full");
+        // Nobody reads: the queue stops at its capacity and the client is marked for a resync. Wait
+        // until every event reached the hub, so none can set the mark again after it is taken.
+        await Eventually.TrueAsync(() => Task.FromResult(subscriber.Offered == 200), "all events offered");
         Assert.True(subscriber.TakeResync());
         Assert.False(subscriber.TakeResync());
         Assert.Equal(50, subscriber.Events.Count);

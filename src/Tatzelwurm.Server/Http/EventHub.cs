@@ -200,11 +200,16 @@ internal sealed class EventHub(Func<Action<IMessage>, CancellationToken, Task<Lo
             new BoundedChannelOptions(capacity) { SingleReader = true, FullMode = BoundedChannelFullMode.Wait });
 
         private int _resync;
+        private long _offered;
 
         public ChannelReader<TaskEventDto> Events => _events.Reader;
 
+        /// <summary>Events handed to this client so far, queued or not.</summary>
+        public long Offered => Interlocked.Read(ref _offered);
+
         public void Offer(TaskEventDto change)
         {
+            Interlocked.Increment(ref _offered);
             if (!_events.Writer.TryWrite(change))
             {
                 Resync();
