@@ -16,17 +16,31 @@ public sealed class Connection : IAsyncDisposable
     private readonly NetworkStream _stream;
     private readonly PipeReader _input;
     private readonly PipeWriter _output;
-    private readonly Channel<IMessage> _outbound = Channel.CreateUnbounded<IMessage>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly Channel<Outbound> _outbound = Channel.CreateUnbounded<Outbound>(new UnboundedChannelOptions { SingleReader = true });
     private readonly Channel<IMessage> _pushes = Channel.CreateUnbounded<IMessage>(new UnboundedChannelOptions { SingleReader = true });
-    private readonly ConcurrentDictionary<uint, Pending> _pending = new();
+    private readonly ConcurrentDictionary<uint, PendingReply> _pending = new();
     private readonly CancellationTokenSource _closed = new();
     private readonly int _maxFrame;
     private Task _readLoop = Task.CompletedTask;
     private Task _writeLoop = Task.CompletedTask;
     private int _nextRequestId;
     private Exception? _failure;
+    private int _shutDown;
 
-    private sealed record Pending(TaskCompletionSource<IReply> Done, Action<int>? Layer);
+    // A frame to write, or a source the write loop drains into frames when it gets to it (so that what
+    // piles up while it is busy goes out together).
+    private readonly record struct Outbound(IMessage? Message, Func<IMessage?>? Source);
+
+    private sealed class Pending(Action<int>? layer) : PendingReply
+    {
+        public TaskCompletionSource<IReply> Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public override void Layer(int depth) => layer?.Invoke(depth);
+
+        public override void Complete(IReply reply) => Done.TrySetResult(reply);
+
+        public override void Fail(Exception error) => Done.TrySetException(error);
+    }
 
     private Connection(Socket socket, int maxFrame)
     {
@@ -95,19 +109,49 @@ public sealed class Connection : IAsyncDisposable
     /// <summary>Sends a message that expects no reply (heartbeats, RPC responses).</summary>
     public void Send(IMessage message)
     {
-        if (!_outbound.Writer.TryWrite(message))
+        if (!_outbound.Writer.TryWrite(new Outbound(message, null)))
         {
             throw new ConnectionLostException("the connection is closed", _failure);
         }
     }
 
+    /// <summary>
+    /// Has the write loop call <paramref name="source"/> until it returns null and write each message it
+    /// returns. The source runs on the write loop, so it may <see cref="Register"/> the requests it builds.
+    /// </summary>
+    internal void SendFrom(Func<IMessage?> source)
+    {
+        if (!_outbound.Writer.TryWrite(new Outbound(null, source)))
+        {
+            throw new ConnectionLostException("the connection is closed", _failure);
+        }
+    }
+
+    /// <summary>Registers a request's reply handler under a fresh request id; it fails at once if the connection is already closed.</summary>
+    internal uint Register(PendingReply pending)
+    {
+        var id = NextRequestId();
+        _pending[id] = pending;
+        // Shutdown sets the flag before it fails what is registered: one of the two sees the other.
+        Interlocked.MemoryBarrier();
+        if (Volatile.Read(ref _shutDown) != 0 && _pending.TryRemove(id, out _))
+        {
+            pending.Fail(Lost());
+        }
+
+        return id;
+    }
+
+    internal ConnectionLostException Lost() => new(_failure is TatzelwurmException t
+        ? $"connection closed by the coordinator: {t.Code}: {t.Message}"
+        : "connection to the coordinator lost", _failure);
+
     /// <summary>Sends a request built with a fresh request id and awaits its final reply; error replies throw <see cref="TatzelwurmException"/>.</summary>
     public async Task<TReply> RequestAsync<TReply>(Func<uint, IRequest> build, Action<int>? layer = null, CancellationToken cancellationToken = default)
         where TReply : IReply
     {
-        var id = NextRequestId();
-        var pending = new Pending(new TaskCompletionSource<IReply>(TaskCreationOptions.RunContinuationsAsynchronously), layer);
-        _pending[id] = pending;
+        var pending = new Pending(layer);
+        var id = Register(pending);
         try
         {
             Send(build(id));
@@ -181,13 +225,13 @@ public sealed class Connection : IAsyncDisposable
                         _failure = new TatzelwurmException(fatal.Code, fatal.Message);
                         return;
                     case TaskLayer layer when _pending.TryGetValue(layer.RequestId, out var pending):
-                        pending.Layer?.Invoke(layer.Depth);
+                        pending.Layer(layer.Depth);
                         break;
                     case RpcLayer layer when _pending.TryGetValue(layer.RequestId, out var pending):
-                        pending.Layer?.Invoke(layer.Depth);
+                        pending.Layer(layer.Depth);
                         break;
-                    case IReply reply and not (TaskLayer or RpcLayer) when _pending.TryGetValue(reply.RequestId, out var pending):
-                        pending.Done.TrySetResult(reply);
+                    case IReply reply and not (TaskLayer or RpcLayer) when _pending.TryRemove(reply.RequestId, out var pending):
+                        pending.Complete(reply);
                         break;
                     default:
                         _pushes.Writer.TryWrite(message);
@@ -212,9 +256,18 @@ public sealed class Connection : IAsyncDisposable
             var reader = _outbound.Reader;
             while (await reader.WaitToReadAsync(_closed.Token))
             {
-                while (reader.TryRead(out var message))
+                while (reader.TryRead(out var item))
                 {
-                    FrameCodec.WriteFrame(_output, message);
+                    if (item.Message is { } message)
+                    {
+                        FrameCodec.WriteFrame(_output, message);
+                        continue;
+                    }
+
+                    while (item.Source!() is { } built)
+                    {
+                        FrameCodec.WriteFrame(_output, built);
+                    }
                 }
 
                 await _output.FlushAsync(_closed.Token);
@@ -234,10 +287,14 @@ public sealed class Connection : IAsyncDisposable
     {
         _outbound.Writer.TryComplete();
         _pushes.Writer.TryComplete();
-        var lost = new ConnectionLostException(_failure is TatzelwurmException t ? $"connection closed by the coordinator: {t.Code}: {t.Message}" : "connection to the coordinator lost", _failure);
-        foreach (var pending in _pending.Values)
+        Interlocked.Exchange(ref _shutDown, 1);
+        var lost = Lost();
+        foreach (var id in _pending.Keys)
         {
-            pending.Done.TrySetException(lost);
+            if (_pending.TryRemove(id, out var pending))
+            {
+                pending.Fail(lost);
+            }
         }
 
         try
@@ -279,4 +336,19 @@ public sealed class Connection : IAsyncDisposable
         await _stream.DisposeAsync();
         _closed.Dispose();
     }
+}
+
+/// <summary>What the read loop does with the replies to one request.</summary>
+internal abstract class PendingReply
+{
+    /// <summary>A "result to follow" layer (TaskLayer, RpcLayer).</summary>
+    public virtual void Layer(int depth)
+    {
+    }
+
+    /// <summary>The final reply, an ErrorReply included.</summary>
+    public abstract void Complete(IReply reply);
+
+    /// <summary>The connection was lost before the final reply.</summary>
+    public abstract void Fail(Exception error);
 }

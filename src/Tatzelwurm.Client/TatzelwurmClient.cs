@@ -25,6 +25,7 @@ public sealed record BroadcastMessage(string Namespace, byte[] Body, string? Sen
 public sealed class TatzelwurmClient : IAsyncDisposable
 {
     private readonly Connection _connection;
+    private readonly AddCoalescer _adds;
     private readonly ConcurrentDictionary<(string, string), Func<byte[], CancellationToken, Task<byte[]>>> _rpcHandlers = new();
     private readonly ConcurrentDictionary<string, Channel<BroadcastMessage>> _subscriptions = new();
     private readonly ConcurrentDictionary<long, Channel<TaskEvent>> _watchers = new();
@@ -34,6 +35,7 @@ public sealed class TatzelwurmClient : IAsyncDisposable
     private TatzelwurmClient(Connection connection)
     {
         _connection = connection;
+        _adds = new AddCoalescer(connection);
         _dispatch = Task.Run(DispatchAsync);
     }
 
@@ -44,9 +46,16 @@ public sealed class TatzelwurmClient : IAsyncDisposable
     public static async Task<TatzelwurmClient> ConnectAsync(ConnectionOptions? options = null, CancellationToken cancellationToken = default) =>
         new(await Connection.ConnectAsync(options ?? ConnectionOptions.Default, Roles.Actioner, cancellationToken));
 
-    /// <summary>Adds tasks; returns their ids once they are durable.</summary>
-    public async Task<IReadOnlyList<long>> AddAsync(IReadOnlyList<TaskSpec> tasks, CancellationToken cancellationToken = default) =>
-        (await _connection.RequestAsync<TasksAdded>(id => new AddTasks(id, tasks), cancellationToken: cancellationToken)).Ids;
+    /// <summary>
+    /// Adds tasks; returns their ids, in the order of <paramref name="tasks"/>, once they are durable.
+    /// Concurrent calls share AddTasks requests; each still gets only its own ids and its own errors.
+    /// </summary>
+    public Task<IReadOnlyList<long>> AddAsync(IReadOnlyList<TaskSpec> tasks, CancellationToken cancellationToken = default) =>
+        tasks is null or { Count: 0 } ? AddNothingAsync(tasks, cancellationToken) : _adds.AddAsync(tasks, cancellationToken);
+
+    // Sent on its own, never coalesced (it would vanish in a batch): the coordinator refuses it.
+    private async Task<IReadOnlyList<long>> AddNothingAsync(IReadOnlyList<TaskSpec>? tasks, CancellationToken cancellationToken) =>
+        (await _connection.RequestAsync<TasksAdded>(id => new AddTasks(id, tasks!), cancellationToken: cancellationToken)).Ids;
 
     /// <summary>Adds one ready task of <paramref name="type"/>.</summary>
     public async Task<long> AddAsync(byte[] payload, string type, int priority = 0, IReadOnlyList<string>? tags = null,
