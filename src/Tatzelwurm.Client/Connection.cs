@@ -217,25 +217,31 @@ public sealed class Connection : IAsyncDisposable
     {
         try
         {
-            while (await ReadAsync(_closed.Token) is { } message)
+            while (true)
             {
-                switch (message)
+                // Every complete frame of one read is handled before the next read: one await per read,
+                // not per frame, when the coordinator's replies arrive together.
+                var read = await _input.ReadAsync(_closed.Token);
+                var buffer = read.Buffer;
+                FrameStatus status;
+                long declared;
+                while ((status = FrameCodec.TryReadFrame(ref buffer, _maxFrame, out var body, out declared)) == FrameStatus.Complete)
                 {
-                    case ErrorReply { RequestId: 0 } fatal:
-                        _failure = new TatzelwurmException(fatal.Code, fatal.Message);
+                    if (!Dispatch(FrameCodec.Decode(body)))
+                    {
                         return;
-                    case TaskLayer layer when _pending.TryGetValue(layer.RequestId, out var pending):
-                        pending.Layer(layer.Depth);
-                        break;
-                    case RpcLayer layer when _pending.TryGetValue(layer.RequestId, out var pending):
-                        pending.Layer(layer.Depth);
-                        break;
-                    case IReply reply and not (TaskLayer or RpcLayer) when _pending.TryRemove(reply.RequestId, out var pending):
-                        pending.Complete(reply);
-                        break;
-                    default:
-                        _pushes.Writer.TryWrite(message);
-                        break;
+                    }
+                }
+
+                if (status is FrameStatus.Empty or FrameStatus.TooLarge)
+                {
+                    throw new TatzelwurmException(ErrorCode.BadFrame, $"coordinator sent a frame of {declared} bytes");
+                }
+
+                _input.AdvanceTo(buffer.Start, buffer.End);
+                if (read.IsCompleted)
+                {
+                    return;
                 }
             }
         }
@@ -247,6 +253,31 @@ public sealed class Connection : IAsyncDisposable
         {
             Shutdown();
         }
+    }
+
+    /// <summary>Routes one message from the coordinator; false for a fatal error, which ends the connection.</summary>
+    private bool Dispatch(IMessage message)
+    {
+        switch (message)
+        {
+            case ErrorReply { RequestId: 0 } fatal:
+                _failure = new TatzelwurmException(fatal.Code, fatal.Message);
+                return false;
+            case TaskLayer layer when _pending.TryGetValue(layer.RequestId, out var pending):
+                pending.Layer(layer.Depth);
+                break;
+            case RpcLayer layer when _pending.TryGetValue(layer.RequestId, out var pending):
+                pending.Layer(layer.Depth);
+                break;
+            case IReply reply and not (TaskLayer or RpcLayer) when _pending.TryRemove(reply.RequestId, out var pending):
+                pending.Complete(reply);
+                break;
+            default:
+                _pushes.Writer.TryWrite(message);
+                break;
+        }
+
+        return true;
     }
 
     private async Task WriteLoopAsync()

@@ -207,38 +207,79 @@ public sealed partial class Session : IDisposable
 
     private async Task ReadLoopAsync(CancellationToken cancellationToken)
     {
+        var input = _pipe.Input;
         while (true)
         {
-            IMessage? message;
+            // Every complete frame of one read goes to the inbox before the next read: one await per
+            // read, not per frame, when a client sends several frames at once.
+            var read = await input.ReadAsync(cancellationToken);
+            var buffer = read.Buffer;
+            var frames = 0;
             try
             {
-                message = await ReadMessageAsync(cancellationToken);
+                FrameStatus status;
+                long declared;
+                while ((status = FrameCodec.TryReadFrame(ref buffer, _options.MaxFrame, out var body, out declared)) == FrameStatus.Complete)
+                {
+                    if (DecodeRequest(body) is not { } message)
+                    {
+                        continue;
+                    }
+
+                    if (message is Hello)
+                    {
+                        throw Fatal(ErrorCode.InvalidRequest, "Hello was already received");
+                    }
+
+                    frames++;
+                    _inbox.Post(new FromClient(this, message));
+                }
+
+                switch (status)
+                {
+                    case FrameStatus.Empty:
+                        throw Fatal(ErrorCode.BadFrame, "zero-length frame");
+                    case FrameStatus.TooLarge:
+                        throw Fatal(ErrorCode.FrameTooLarge, $"frame of {declared} bytes exceeds the maximum of {_options.MaxFrame}");
+                }
             }
-            catch (ProtocolException ex) when (ex.Code == ErrorCode.UnknownMessage && ex.RequestId != 0)
+            finally
             {
-                // The frame was intact and names its request: answer and keep the connection.
-                TatzelwurmMetrics.ProtocolErrors.Add(1, new KeyValuePair<string, object?>("code", ex.Code.ToString()));
-                Send(new ErrorReply(ex.RequestId, ex.Code, ex.Message));
-                continue;
-            }
-            catch (ProtocolException ex) when (ex.Code == ErrorCode.UnknownMessage)
-            {
-                // Nothing to correlate an answer with; an Error with request id 0 closes (docs/protocol.md §4).
-                throw Fatal(ex.Code, ex.Message);
+                TatzelwurmMetrics.FramesIn.Add(frames);
+                input.AdvanceTo(buffer.Start, buffer.End);
             }
 
-            if (message is null)
+            if (read.IsCompleted)
             {
+                if (!buffer.IsEmpty)
+                {
+                    throw Fatal(ErrorCode.BadFrame, "connection closed inside a frame (truncated)");
+                }
+
                 return;
             }
+        }
+    }
 
-            if (message is Hello)
-            {
-                throw Fatal(ErrorCode.InvalidRequest, "Hello was already received");
-            }
-
-            TatzelwurmMetrics.FramesIn.Add(1);
-            _inbox.Post(new FromClient(this, message));
+    /// <summary>Decodes a frame after the handshake; null when it was answered with an error and the connection stays.</summary>
+    private IMessage? DecodeRequest(ReadOnlySequence<byte> body)
+    {
+        try
+        {
+            return FrameCodec.Decode(body);
+        }
+        catch (ProtocolException ex) when (ex.Code == ErrorCode.UnknownMessage && ex.RequestId != 0)
+        {
+            // The frame was intact and names its request: answer and keep the connection.
+            TatzelwurmMetrics.ProtocolErrors.Add(1, new KeyValuePair<string, object?>("code", ex.Code.ToString()));
+            Send(new ErrorReply(ex.RequestId, ex.Code, ex.Message));
+            return null;
+        }
+        catch (ProtocolException ex)
+        {
+            // BadFrame, or an unknown message with nothing to correlate an answer with: an Error with
+            // request id 0 closes (docs/protocol.md §4).
+            throw Fatal(ex.Code, ex.Message);
         }
     }
 
