@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Threading.Channels;
 using Tatzelwurm.Protocol;
 
 namespace Tatzelwurm.Client;
@@ -114,8 +115,15 @@ public sealed record WorkerOptions
 public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDisposable
 {
     private readonly ConcurrentDictionary<long, RunningTask> _tasks = new();
+    private static readonly TaskUpdatesResult NoFailures = new(0, []);
+
+    // Whole frames of reports stay far below any coordinator's frame limit; one larger report goes alone.
+    private const int MaxReportBatchBytes = 1 << 20;
+    private const int MaxReportBatch = 1024;
+
     private readonly CancellationTokenSource _stop = new();
-    private volatile Connection? _connection;
+    private readonly Channel<Outgoing> _outgoing = Channel.CreateUnbounded<Outgoing>(new UnboundedChannelOptions { SingleReader = true });
+    private volatile Link? _link;
     private volatile bool _stopRequested;
     private int _running;
     private int _executing;
@@ -141,13 +149,22 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
         public bool Acknowledging { get; set; }
     }
 
-    /// <summary>A report and, once sent, its reply and the connection it went out on.</summary>
+    /// <summary>
+    /// A report, the connection it was queued for and, once sent, the reply of the frame it went out in
+    /// and its index there (a lone TaskUpdate's reply is turned into a result without failures).
+    /// </summary>
     private sealed class PendingReport(TaskUpdate update)
     {
         public TaskUpdate Update { get; } = update;
-        public Task<OkReply>? Reply { get; set; }
+        public Task<TaskUpdatesResult>? Reply { get; set; }
+        public int Index { get; set; }
         public Connection? Via { get; set; }
     }
+
+    /// <summary>The registered connection, and whether its coordinator takes TaskUpdates.</summary>
+    private sealed record Link(Connection Connection, bool Batches);
+
+    private readonly record struct Outgoing(RunningTask Running, PendingReport Report, Link Via);
 
     /// <summary>The stable identity this worker registers with.</summary>
     public string WorkerId => options.WorkerId;
@@ -168,6 +185,20 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
     public async Task RunAsync(CancellationToken cancellationToken)
     {
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _stop.Token);
+        var sender = Task.Run(SendLoopAsync, CancellationToken.None);
+        try
+        {
+            await ConnectLoopAsync(linked);
+        }
+        finally
+        {
+            _outgoing.Writer.TryComplete();
+            await sender;
+        }
+    }
+
+    private async Task ConnectLoopAsync(CancellationTokenSource linked)
+    {
         var delay = TimeSpan.FromMilliseconds(100);
         while (!linked.IsCancellationRequested)
         {
@@ -191,7 +222,7 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
             }
             finally
             {
-                _connection = null;
+                _link = null;
             }
 
             if (linked.IsCancellationRequested)
@@ -216,13 +247,13 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
     {
         var held = _tasks.Values.Where(t => !t.Dropped).Select(t => new HeldTask(t.Task.Id, t.Paused)).ToList();
         var registered = await connection.RequestAsync<WorkerRegistered>(
-            id => new RegisterWorker(id, options.WorkerId, options.Name, options.Types, options.Slots, held), cancellationToken: cancellationToken);
+            id => new RegisterWorker(id, options.WorkerId, options.Name, options.Types, options.Slots, held, Batches: true), cancellationToken: cancellationToken);
         foreach (var id in registered.Drop)
         {
             Forget(id, kill: true);
         }
 
-        _connection = connection;
+        _link = new Link(connection, registered.Batches);
         options.Log?.Invoke($"registered as {options.WorkerId} ({held.Count} tasks reclaimed, {registered.Drop.Count} dropped)");
 
         // Reports that were not acknowledged before the connection dropped go out again, in order.
@@ -291,7 +322,14 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
         switch (push)
         {
             case AssignTask assign:
-                Start(new AssignedTask(assign.TaskId, assign.Type, assign.Payload, assign.Attempt, assign.NoReply));
+                Start(assign);
+                break;
+            case AssignTasks assigns:
+                foreach (var assign in assigns.Tasks)
+                {
+                    Start(assign);
+                }
+
                 break;
             case ControlTask control when _tasks.TryGetValue(control.TaskId, out var running):
                 Control(running, control.Action);
@@ -308,8 +346,9 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
         }
     }
 
-    private void Start(AssignedTask task)
+    private void Start(AssignTask assign)
     {
+        var task = new AssignedTask(assign.TaskId, assign.Type, assign.Payload, assign.Attempt, assign.NoReply);
         var running = new RunningTask(task);
         if (!_tasks.TryAdd(task.Id, running))
         {
@@ -401,44 +440,131 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
         SendReports(running);
     }
 
-    // A task's reports go out at once and in order, without waiting for the previous one's
+    // A task's reports are queued at once and in order, without waiting for the previous one's
     // acknowledgement: the coordinator applies one connection's frames in order, so a Finished right
     // behind an Accepted is still applied after it, and the two usually share one store commit instead
-    // of costing one each. Acknowledgements are then taken in order by AcknowledgeAsync; a report is
-    // forgotten only once acknowledged, and a lost connection leaves it to be sent again after the next
-    // registration (which calls this again).
+    // of costing one each. The send loop puts whatever is queued when it runs into one TaskUpdates frame.
+    // Acknowledgements are then taken in order by AcknowledgeAsync; a report is forgotten only once
+    // acknowledged, and a lost connection leaves it to be queued again after the next registration
+    // (which calls this again).
     private void SendReports(RunningTask running)
     {
-        var connection = _connection;
-        if (connection is null)
+        var link = _link;
+        if (link is null)
         {
             return;
         }
 
-        var start = false;
         lock (running.Gate)
         {
             foreach (var pending in running.Unacknowledged)
             {
-                if (!ReferenceEquals(pending.Via, connection))
+                if (!ReferenceEquals(pending.Via, link.Connection))
                 {
-                    var update = pending.Update;
-                    pending.Via = connection;
-                    pending.Reply = connection.RequestAsync<OkReply>(id => update with { RequestId = id });
+                    pending.Via = link.Connection;
+                    pending.Reply = null;
+                    _outgoing.Writer.TryWrite(new Outgoing(running, pending, link));
+                }
+            }
+        }
+
+        Acknowledge(running);
+    }
+
+    // Starts the in-order acknowledgement loop once the oldest report has been sent.
+    private void Acknowledge(RunningTask running)
+    {
+        lock (running.Gate)
+        {
+            if (running.Acknowledging || running.Unacknowledged.Count == 0 || running.Unacknowledged[0].Reply is null)
+            {
+                return;
+            }
+
+            running.Acknowledging = true;
+        }
+
+        _ = AcknowledgeAsync(running);
+    }
+
+    // The only sender of reports, so frames leave in queue order. It never waits for an acknowledgement:
+    // when idle a lone report leaves as soon as it is queued; under load the reports queued while the
+    // previous frame was written go out together, one frame and one reply for many tasks.
+    private async Task SendLoopAsync()
+    {
+        var reader = _outgoing.Reader;
+        var batch = new List<Outgoing>();
+        while (await reader.WaitToReadAsync())
+        {
+            var bytes = 0;
+            while (reader.TryPeek(out var next))
+            {
+                var size = (next.Report.Update.Result?.Length ?? 0) + (next.Report.Update.Error?.Length ?? 0) + 32;
+                if (batch.Count > 0 && (!ReferenceEquals(batch[0].Via, next.Via) || batch.Count == MaxReportBatch || bytes + size > MaxReportBatchBytes))
+                {
+                    break;
+                }
+
+                reader.TryRead(out _);
+                if (!next.Running.Dropped && ReferenceEquals(next.Report.Via, next.Via.Connection))
+                {
+                    batch.Add(next);
+                    bytes += size;
                 }
             }
 
-            if (!running.Acknowledging && running.Unacknowledged.Count > 0)
+            if (batch.Count > 0)
             {
-                running.Acknowledging = true;
-                start = true;
+                Send(batch);
+                batch.Clear();
+            }
+        }
+    }
+
+    private void Send(List<Outgoing> batch)
+    {
+        var via = batch[0].Via;
+        Task<TaskUpdatesResult>? shared = null;
+        if (via.Batches)
+        {
+            var reports = new TaskReport[batch.Count];
+            for (var i = 0; i < batch.Count; i++)
+            {
+                var update = batch[i].Report.Update;
+                reports[i] = new TaskReport(update.TaskId, update.Kind, update.ExitCode, update.Result, update.Error);
+            }
+
+            shared = via.Connection.RequestAsync<TaskUpdatesResult>(id => new TaskUpdates(id, reports));
+        }
+
+        for (var i = 0; i < batch.Count; i++)
+        {
+            var (running, pending, _) = batch[i];
+            var reply = shared ?? SendOneAsync(via.Connection, pending.Update);
+            lock (running.Gate)
+            {
+                // Queued again for a newer connection meanwhile: that copy's reply is the one to wait for.
+                if (!ReferenceEquals(pending.Via, via.Connection) || pending.Reply is not null)
+                {
+                    continue;
+                }
+
+                pending.Reply = reply;
+                pending.Index = i;
             }
         }
 
-        if (start)
+        foreach (var (running, _, _) in batch)
         {
-            _ = AcknowledgeAsync(running);
+            Acknowledge(running);
         }
+    }
+
+    // A coordinator without TaskUpdates gets one TaskUpdate per report, as before.
+    private static async Task<TaskUpdatesResult> SendOneAsync(Connection connection, TaskUpdate update)
+    {
+        await connection.RequestAsync<OkReply>(id => update with { RequestId = id });
+        return NoFailures;
     }
 
     private async Task AcknowledgeAsync(RunningTask running)
@@ -446,6 +572,8 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
         while (true)
         {
             PendingReport head;
+            Task<TaskUpdatesResult> reply;
+            int index;
             lock (running.Gate)
             {
                 if (running.Unacknowledged.Count == 0 || running.Unacknowledged[0].Reply is null)
@@ -455,13 +583,19 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
                 }
 
                 head = running.Unacknowledged[0];
+                reply = head.Reply!;
+                index = head.Index;
             }
 
             var update = head.Update;
             var via = head.Via;
             try
             {
-                await head.Reply!;
+                var result = await reply;
+                if (result.Failed.Count > 0 && result.Failed.FirstOrDefault(f => f.Index == index) is { } failure)
+                {
+                    throw new TatzelwurmException(failure.Code, failure.Message);
+                }
             }
             catch (TatzelwurmException ex) when (ex.Code is ErrorCode.IllegalTransition or ErrorCode.UnknownTask)
             {
@@ -491,7 +625,7 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
 
                 // Registration on the next connection sends what is left. If that already happened (the
                 // report was re-sent while we waited for the lost copy), acknowledge from here.
-                if (!ReferenceEquals(head.Via, via) || (_connection is { } current && !ReferenceEquals(current, via)))
+                if (!ReferenceEquals(head.Via, via) || (_link is { } current && !ReferenceEquals(current.Connection, via)))
                 {
                     SendReports(running);
                 }

@@ -49,6 +49,9 @@ namespace Tatzelwurm.Protocol;
 [Union(48, typeof(Unsubscribe))]
 [Union(49, typeof(Broadcast))]
 [Union(50, typeof(BroadcastDelivery))]
+[Union(51, typeof(AssignTasks))]
+[Union(52, typeof(TaskUpdates))]
+[Union(53, typeof(TaskUpdatesResult))]
 public interface IMessage;
 
 /// <summary>A message that expects exactly one reply carrying the same request id.</summary>
@@ -115,6 +118,8 @@ public sealed record HeldTask(
 /// <summary>
 /// Declares (or re-declares) a worker: stable identity, accepted types and slots, and the tasks it
 /// still holds so it can reclaim them after a reconnect. May be sent again to change types or slots.
+/// With <see cref="Batches"/> the worker asks for <see cref="AssignTasks"/> pushes and may send
+/// <see cref="TaskUpdates"/>; an older client's array without that key reads as false.
 /// </summary>
 [MessagePackObject]
 public sealed record RegisterWorker(
@@ -123,13 +128,18 @@ public sealed record RegisterWorker(
     [property: Key(2)] string Name,
     [property: Key(3)] IReadOnlyList<string> Types,
     [property: Key(4)] int Slots,
-    [property: Key(5)] IReadOnlyList<HeldTask> Held) : IRequest;
+    [property: Key(5)] IReadOnlyList<HeldTask> Held,
+    [property: Key(6)] bool Batches = false) : IRequest;
 
-/// <summary>Reply to <see cref="RegisterWorker"/>: the held tasks the worker must drop (not reclaimed).</summary>
+/// <summary>
+/// Reply to <see cref="RegisterWorker"/>: the held tasks the worker must drop (not reclaimed), and
+/// whether the coordinator speaks the batched worker messages (false from a coordinator that predates them).
+/// </summary>
 [MessagePackObject]
 public sealed record WorkerRegistered(
     [property: Key(0)] uint RequestId,
-    [property: Key(1)] IReadOnlyList<long> Drop) : IReply;
+    [property: Key(1)] IReadOnlyList<long> Drop,
+    [property: Key(2)] bool Batches = false) : IReply;
 
 /// <summary>Worker liveness; sent every heartbeat interval whatever the worker is doing.</summary>
 [MessagePackObject]
@@ -147,6 +157,13 @@ public sealed record AssignTask(
     [property: Key(2)] byte[] Payload,
     [property: Key(3)] int Attempt,
     [property: Key(4)] bool NoReply) : IMessage;
+
+/// <summary>
+/// Pushed to a worker that registered with <see cref="RegisterWorker.Batches"/>: several assignments in
+/// one frame, to be taken in order exactly as if each had come as its own <see cref="AssignTask"/>.
+/// </summary>
+[MessagePackObject]
+public sealed record AssignTasks([property: Key(0)] IReadOnlyList<AssignTask> Tasks) : IMessage;
 
 /// <summary>What a worker reports about a task it was sent.</summary>
 public enum TaskUpdateKind
@@ -174,6 +191,40 @@ public sealed record TaskUpdate(
     [property: Key(3)] int ExitCode,
     [property: Key(4)] byte[]? Result,
     [property: Key(5)] string? Error) : IRequest;
+
+/// <summary>One report inside <see cref="TaskUpdates"/>: the fields of <see cref="TaskUpdate"/> without a request id.</summary>
+[MessagePackObject]
+public sealed record TaskReport(
+    [property: Key(0)] long TaskId,
+    [property: Key(1)] TaskUpdateKind Kind,
+    [property: Key(2)] int ExitCode,
+    [property: Key(3)] byte[]? Result,
+    [property: Key(4)] string? Error);
+
+/// <summary>
+/// Worker → coordinator: several reports applied in order, each on its own, as if sent as separate
+/// <see cref="TaskUpdate"/>s. Answered by one <see cref="TaskUpdatesResult"/> once every change is durable.
+/// </summary>
+[MessagePackObject]
+public sealed record TaskUpdates(
+    [property: Key(0)] uint RequestId,
+    [property: Key(1)] IReadOnlyList<TaskReport> Reports) : IRequest;
+
+/// <summary>A refused report inside <see cref="TaskUpdatesResult"/>, by its position in the request.</summary>
+[MessagePackObject]
+public sealed record ReportFailure(
+    [property: Key(0)] int Index,
+    [property: Key(1)] ErrorCode Code,
+    [property: Key(2)] string Message);
+
+/// <summary>
+/// Reply to <see cref="TaskUpdates"/>: every report not listed in <see cref="Failed"/> was applied and
+/// is durable; a listed one changed nothing (the same refusal a lone <see cref="TaskUpdate"/> gets).
+/// </summary>
+[MessagePackObject]
+public sealed record TaskUpdatesResult(
+    [property: Key(0)] uint RequestId,
+    [property: Key(1)] IReadOnlyList<ReportFailure> Failed) : IReply;
 
 /// <summary>Control actions routed to a worker for one task.</summary>
 public enum ControlAction

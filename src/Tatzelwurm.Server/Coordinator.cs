@@ -17,6 +17,10 @@ public sealed partial class Coordinator : ICoordinatorInbox, IAsyncDisposable
     private const int MaxCommandsPerFlush = 4096;
     private const int MaxTypeLength = 256;
     private const int MaxTags = 64;
+
+    // An AssignTasks frame is closed at this many bytes of payload and type, so a batch never comes near
+    // a client's frame limit; a single larger task still goes alone, as it would in an AssignTask.
+    private const int MaxAssignBatchBytes = 1 << 20;
     private static readonly TimeSpan SafetyPassInterval = TimeSpan.FromSeconds(5);
 
     private readonly Channel<ICommand> _inbox = Channel.CreateUnbounded<ICommand>(new UnboundedChannelOptions { SingleReader = true });
@@ -40,6 +44,9 @@ public sealed partial class Coordinator : ICoordinatorInbox, IAsyncDisposable
     private sealed class SessionState
     {
         public string? WorkerId { get; set; }
+
+        /// <summary>The worker registered with Batches: its assignments of one flush go out as one AssignTasks.</summary>
+        public bool Batches { get; set; }
     }
 
     public Coordinator(ITaskStore store, CoordinatorOptions options, TimeProvider time, ILogger<Coordinator> logger)
@@ -192,7 +199,7 @@ public sealed partial class Coordinator : ICoordinatorInbox, IAsyncDisposable
 
     private void HandleMessage(Session client, SessionState session, IMessage message, DateTimeOffset now)
     {
-        if (message is RegisterWorker or Heartbeat or TaskUpdate && client.Role != Roles.Worker)
+        if (message is RegisterWorker or Heartbeat or TaskUpdate or TaskUpdates && client.Role != Roles.Worker)
         {
             if (message is IRequest r)
             {
@@ -222,6 +229,9 @@ public sealed partial class Coordinator : ICoordinatorInbox, IAsyncDisposable
                 break;
             case TaskUpdate update:
                 WorkerUpdate(client, session, update, now);
+                break;
+            case TaskUpdates updates:
+                WorkerUpdates(client, session, updates, now);
                 break;
             case AddTasks add:
                 AddTasks(client, add, now);
@@ -327,8 +337,9 @@ public sealed partial class Coordinator : ICoordinatorInbox, IAsyncDisposable
         var drop = _state.RegisterWorker(register.WorkerId!, register.Name ?? register.WorkerId!, register.Types!, register.Slots,
             register.Held!.Select(h => (h.TaskId, h.Paused)).ToList(), client, now);
         session.WorkerId = register.WorkerId;
+        session.Batches = register.Batches;
         LogWorkerRegistered(_logger, register.WorkerId!, register.Name ?? "", register.Slots, register.Held!.Count, drop.Count);
-        Reply(client, new WorkerRegistered(register.RequestId, drop), EffectKind.Ack);
+        Reply(client, new WorkerRegistered(register.RequestId, drop, Batches: true), EffectKind.Ack);
     }
 
     private void WorkerUpdate(Session client, SessionState session, TaskUpdate update, DateTimeOffset now)
@@ -346,6 +357,44 @@ public sealed partial class Coordinator : ICoordinatorInbox, IAsyncDisposable
 
         var refused = _state.WorkerUpdate(workerId, update.TaskId, (WorkerReport)(int)update.Kind, update.ExitCode, update.Result, update.Error, now);
         Reply(client, refused is null ? new OkReply(update.RequestId) : Refusal(update.RequestId, refused), refused is null ? EffectKind.Ack : EffectKind.Plain);
+    }
+
+    // Each report is applied on its own, in order, exactly as a lone TaskUpdate would be: a refused one
+    // changes nothing and is listed by its index, the others stand. The one reply is an Ack, so the
+    // writer releases it only once every applied change is durable (held across a failed commit).
+    // Refusals of the whole request (not registered, store failing, no list) mean nothing was applied.
+    private void WorkerUpdates(Session client, SessionState session, TaskUpdates updates, DateTimeOffset now)
+    {
+        if (session.WorkerId is not { } workerId)
+        {
+            Reply(client, new ErrorReply(updates.RequestId, ErrorCode.InvalidRequest, "register the worker before reporting tasks"));
+            return;
+        }
+
+        if (updates.Reports is null)
+        {
+            Reply(client, new ErrorReply(updates.RequestId, ErrorCode.InvalidRequest, "TaskUpdates: reports is required"));
+            return;
+        }
+
+        if (MutationRefused(client, updates.RequestId))
+        {
+            return;
+        }
+
+        List<ReportFailure>? failed = null;
+        for (var i = 0; i < updates.Reports.Count; i++)
+        {
+            var refused = updates.Reports[i] is { } report
+                ? _state.WorkerUpdate(workerId, report.TaskId, (WorkerReport)(int)report.Kind, report.ExitCode, report.Result, report.Error, now)
+                : new Rejection(RejectionCode.InvalidRequest, "a report is nil");
+            if (refused is not null)
+            {
+                (failed ??= []).Add(new ReportFailure(i, refused.Code.ToErrorCode(), refused.Message));
+            }
+        }
+
+        Reply(client, new TaskUpdatesResult(updates.RequestId, failed ?? []), EffectKind.Ack);
     }
 
     private void AddTasks(Session client, AddTasks add, DateTimeOffset now)
@@ -511,6 +560,7 @@ public sealed partial class Coordinator : ICoordinatorInbox, IAsyncDisposable
             Report(change);
         }
 
+        Dictionary<Session, (List<AssignTask> Tasks, int Bytes)>? batches = null;
         foreach (var message in _state.TakeOutbox())
         {
             var session = (Session)message.Connection;
@@ -518,7 +568,16 @@ public sealed partial class Coordinator : ICoordinatorInbox, IAsyncDisposable
             {
                 case WorkerMessageKind.Assign:
                     var task = message.Task!;
-                    Reply(session, new AssignTask(task.Id, task.Type, task.Payload.ToArray(), task.Attempts + 1, task.NoReply), EffectKind.Held);
+                    var assign = new AssignTask(task.Id, task.Type, task.Payload.ToArray(), task.Attempts + 1, task.NoReply);
+                    if (_sessions.TryGetValue(session, out var state) && state.Batches)
+                    {
+                        Batch(ref batches, session, assign);
+                    }
+                    else
+                    {
+                        Reply(session, assign, EffectKind.Held);
+                    }
+
                     break;
                 case WorkerMessageKind.Drain or WorkerMessageKind.Stop:
                     Reply(session, new DrainNotice(message.Kind == WorkerMessageKind.Stop), EffectKind.Held);
@@ -540,6 +599,24 @@ public sealed partial class Coordinator : ICoordinatorInbox, IAsyncDisposable
         }
 
         ArmTimer(now);
+    }
+
+    // The frame takes the place of the session's first assignment in this flush and later ones join its
+    // (still mutable) list, so every task's assignment stays ahead of any control sent for it afterwards.
+    private void Batch(ref Dictionary<Session, (List<AssignTask> Tasks, int Bytes)>? batches, Session session, AssignTask assign)
+    {
+        batches ??= [];
+        var size = assign.Payload.Length + assign.Type.Length;
+        if (batches.TryGetValue(session, out var open) && open.Bytes + size <= MaxAssignBatchBytes)
+        {
+            open.Tasks.Add(assign);
+            batches[session] = (open.Tasks, open.Bytes + size);
+            return;
+        }
+
+        var tasks = new List<AssignTask> { assign };
+        batches[session] = (tasks, size);
+        Reply(session, new AssignTasks(tasks), EffectKind.Held);
     }
 
     private void Report(TaskChange change)

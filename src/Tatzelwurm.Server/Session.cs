@@ -382,7 +382,15 @@ public sealed partial class Session : IDisposable
             }
             else
             {
-                await output.CompleteAsync();
+                try
+                {
+                    await output.CompleteAsync();
+                }
+                catch (Exception ex) when (ex is IOException or System.Net.Sockets.SocketException)
+                {
+                    // Completing flushes what a failed flush left buffered; the peer is gone, so it cannot
+                    // be delivered, and this is the same disconnect the catch above already logged.
+                }
             }
 
             await _closed.CancelAsync();

@@ -34,4 +34,24 @@ public class GoldenVectorTests
         Assert.Equal(message.GetType(), decoded.GetType());
         Assert.Equal(golden, FrameCodec.EncodeFrame(decoded));
     }
+
+    // Frames from peers that predate the batched worker messages: the arrays lack the trailing Batches
+    // key, and MessagePack's contract must still read them (as false) rather than refuse them.
+    [Fact]
+    public void OldShapeRegisterWorker_DecodesWithoutBatches()
+    {
+        var frame = Convert.FromHexString(File.ReadAllText(Path.Combine(RepoPaths.Golden, "decode-only", "register_worker_6_fields.hex")).Trim());
+        var register = Assert.IsType<RegisterWorker>(FrameCodec.DecodeFrame(frame));
+        Assert.Equal((1u, "host-1234-ab12", "host", 4, 2, false), (register.RequestId, register.WorkerId, register.Name, register.Slots, register.Held.Count, register.Batches));
+        Assert.Equal(["async", "sync"], register.Types);
+    }
+
+    [Fact]
+    public void OldShapeWorkerRegistered_DecodesWithoutBatches()
+    {
+        var frame = Convert.FromHexString(File.ReadAllText(Path.Combine(RepoPaths.Golden, "decode-only", "worker_registered_2_fields.hex")).Trim());
+        var registered = Assert.IsType<WorkerRegistered>(FrameCodec.DecodeFrame(frame));
+        Assert.Equal((1u, false), (registered.RequestId, registered.Batches));
+        Assert.Equal([43L], registered.Drop);
+    }
 }

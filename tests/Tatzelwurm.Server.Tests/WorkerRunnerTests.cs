@@ -225,6 +225,60 @@ public class WorkerRunnerTests
         }
     }
 
+    // A coordinator from before the batched worker messages answers RegisterWorker with the 2-field
+    // WorkerRegistered: the worker must keep to one TaskUpdate per report, which such a coordinator knows.
+    [Fact]
+    public async Task Worker_CoordinatorWithoutBatches_ReportsAsSingleTaskUpdates()
+    {
+        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        var connection = new ConnectionOptions { Server = $"127.0.0.1:{((System.Net.IPEndPoint)listener.LocalEndpoint).Port}", Token = "old", ClientName = "worker" };
+        await using var worker = new RunningWorker(connection, "w-old", slots: 2, (task, _) => Task.FromResult(TaskOutcomeReport.Completed(task.Payload)));
+        using var socket = await listener.AcceptSocketAsync(Ct);
+        await using var stream = new System.Net.Sockets.NetworkStream(socket);
+        var input = System.IO.Pipelines.PipeReader.Create(stream);
+
+        Assert.IsType<Hello>(await ReadAsync(input));
+        await stream.WriteAsync(FrameCodec.EncodeFrame(new Welcome(1, "old", 60_000, 600_000, ProtocolConstants.DefaultMaxFrame)), Ct);
+        var register = Assert.IsType<RegisterWorker>(await ReadAsync(input));
+        Assert.True(register.Batches);
+        await stream.WriteAsync(RawFrames.Frame(RawFrames.Body(11, new object[] { register.RequestId, Array.Empty<object>() })), Ct);
+        await stream.WriteAsync(FrameCodec.EncodeFrame(new AssignTask(7, "t", [7], 1, false)), Ct);
+        await stream.WriteAsync(FrameCodec.EncodeFrame(new AssignTask(8, "t", [8], 1, false)), Ct);
+
+        var reports = new List<(long, TaskUpdateKind)>();
+        while (reports.Count < 4)
+        {
+            var update = Assert.IsType<TaskUpdate>(await ReadAsync(input));
+            reports.Add((update.TaskId, update.Kind));
+            await stream.WriteAsync(FrameCodec.EncodeFrame(new OkReply(update.RequestId)), Ct);
+        }
+
+        // Each task's reports in order; the two tasks may interleave.
+        Assert.Equal([(7L, TaskUpdateKind.Accepted), (7L, TaskUpdateKind.Finished)], reports.Where(r => r.Item1 == 7));
+        Assert.Equal([(8L, TaskUpdateKind.Accepted), (8L, TaskUpdateKind.Finished)], reports.Where(r => r.Item1 == 8));
+        Assert.Equal(2, worker.Worker.Completed);
+        await input.CompleteAsync();
+
+        static async Task<IMessage> ReadAsync(System.IO.Pipelines.PipeReader input)
+        {
+            while (true)
+            {
+                var read = await input.ReadAsync(Ct).AsTask().WaitAsync(PipeClient.Patience, Ct);
+                var buffer = read.Buffer;
+                if (FrameCodec.TryReadFrame(ref buffer, ProtocolConstants.DefaultMaxFrame, out var body, out _) == FrameStatus.Complete)
+                {
+                    var message = FrameCodec.Decode(body);
+                    input.AdvanceTo(buffer.Start);
+                    return message;
+                }
+
+                Assert.False(read.IsCompleted, "the worker closed the connection");
+                input.AdvanceTo(buffer.Start, buffer.End);
+            }
+        }
+    }
+
     /// <summary>A <see cref="Worker"/> running in the background, with its log lines readable in order.</summary>
     private sealed class RunningWorker : IAsyncDisposable
     {

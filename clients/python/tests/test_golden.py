@@ -30,13 +30,20 @@ EXPECTED: dict[str, p.Message] = {
     "error_connection": p.Error(0, p.ErrorCode.AUTH_FAILED, "wrong token"),
     "ok": p.Ok(9),
     "register_worker": p.RegisterWorker(1, "host-1234-ab12", "host", ["async", "sync"], 4,
-                                        [p.HeldTask(42, False), p.HeldTask(43, True)]),
-    "worker_registered": p.WorkerRegistered(1, [43]),
+                                        [p.HeldTask(42, False), p.HeldTask(43, True)], True),
+    "worker_registered": p.WorkerRegistered(1, [43], True),
     "heartbeat": p.Heartbeat(17),
     "heartbeat_ack": p.HeartbeatAck(17),
     "assign_task": p.AssignTask(42, "async", PAYLOAD, 1, False),
     "task_update_finished": p.TaskUpdate(3, 42, p.TaskUpdateKind.FINISHED, 0, bytes([1, 2, 3]), None),
     "task_update_failed": p.TaskUpdate(4, 42, p.TaskUpdateKind.FINISHED, 3, None, "ValueError: boom"),
+    "assign_tasks": p.AssignTasks([p.AssignTask(42, "async", PAYLOAD, 1, False), p.AssignTask(43, "sync", b"", 2, True)]),
+    "task_updates": p.TaskUpdates(24, [
+        p.TaskReport(42, p.TaskUpdateKind.ACCEPTED, 0, None, None),
+        p.TaskReport(42, p.TaskUpdateKind.FINISHED, 0, bytes([1, 2, 3]), None),
+        p.TaskReport(43, p.TaskUpdateKind.FINISHED, 3, None, "ValueError: boom")]),
+    "task_updates_result": p.TaskUpdatesResult(24, [p.ReportFailure(2, p.ErrorCode.ILLEGAL_TRANSITION,
+                                                                    "task 43 is terminated: cannot finish")]),
     "control_task": p.ControlTask(42, p.ControlAction.KILL),
     "drain_notice": p.DrainNotice(True),
     "add_tasks": p.AddTasks(5, [p.TaskSpec(PAYLOAD, "async", 10, ["computer:daint", "user:alice"],
@@ -97,6 +104,23 @@ def test_golden_frame_round_trips_byte_for_byte(path: Path) -> None:
     assert p.encode_frame(message) == frame
     # Encoding the hand-built sample gives the same bytes as well.
     assert p.encode_frame(EXPECTED[path.stem]) == frame
+
+
+# Frames in the shape a peer from before the batched worker messages sends: shorter arrays that
+# must still decode, the missing trailing fields taking their defaults.
+OLD_SHAPES: dict[str, p.Message] = {
+    "register_worker_6_fields": p.RegisterWorker(1, "host-1234-ab12", "host", ["async", "sync"], 4,
+                                                 [p.HeldTask(42, False), p.HeldTask(43, True)]),
+    "worker_registered_2_fields": p.WorkerRegistered(1, [43]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OLD_SHAPES))
+def test_old_shape_frame_decodes_with_defaults(name: str) -> None:
+    frame = bytes.fromhex((GOLDEN / "decode-only" / f"{name}.hex").read_text().strip())
+    message = p.decode_frame(frame)
+    assert message == OLD_SHAPES[name]
+    assert getattr(message, "batches") is False
 
 
 def test_error_frames_become_typed_exceptions() -> None:

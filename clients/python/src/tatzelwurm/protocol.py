@@ -225,7 +225,9 @@ def error_from_code(code: int, message: str, request_id: int = 0) -> TatzelwurmE
 # ---- records and messages -----------------------------------------------------------------
 
 # Field metadata: "record" names the dataclass a field holds (a nested array); "many" marks a
-# list of such records; "enum" converts an int to an IntEnum on decode (unknown values stay int).
+# list of such records; "enum" converts an int to an IntEnum on decode (unknown values stay int);
+# "added" marks a trailing field appended after version 1 shipped: a peer that predates it sends
+# the shorter array, which decodes to the field's default.
 _T = TypeVar("_T")
 
 
@@ -235,6 +237,10 @@ def _rec(cls: type, *, many: bool = False, default: Any = dataclasses.MISSING) -
 
 def _enum(cls: type[enum.IntEnum], default: Any = dataclasses.MISSING) -> Any:
     return field(default=default, metadata={"enum": cls})
+
+
+def _added(default: Any) -> Any:
+    return field(default=default, metadata={"added": True})
 
 
 class _Record:
@@ -254,7 +260,8 @@ class _Record:
     @classmethod
     def from_wire(cls: type[_T], raw: Any) -> _T:
         fields = dataclasses.fields(cls)  # type: ignore[arg-type]
-        if not isinstance(raw, (list, tuple)) or len(raw) < len(fields):
+        required = sum(1 for f in fields if "added" not in f.metadata)
+        if not isinstance(raw, (list, tuple)) or len(raw) < required:
             raise ProtocolError(f"{cls.__name__}: expected {len(fields)} fields, got {raw!r}",
                                 code=ErrorCode.BAD_FRAME)
         values: list[Any] = []
@@ -435,6 +442,7 @@ class RegisterWorker(Request):
     types: list[str]
     slots: int
     held: list[HeldTask] = _rec(HeldTask, many=True)
+    batches: bool = _added(False)
 
 
 @dataclass(frozen=True)
@@ -442,6 +450,7 @@ class WorkerRegistered(Reply):
     CODE: ClassVar[int] = 11
     request_id: int
     drop: list[int]
+    batches: bool = _added(False)
 
 
 @dataclass(frozen=True)
@@ -475,6 +484,45 @@ class TaskUpdate(Request):
     exit_code: int = 0
     result: bytes | None = None
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class AssignTasks(Message):
+    CODE: ClassVar[int] = 51
+    tasks: list[AssignTask] = _rec(AssignTask, many=True)
+
+
+@dataclass(frozen=True)
+class TaskReport(_Record):
+    task_id: int
+    kind: TaskUpdateKind | int = _enum(TaskUpdateKind)
+    exit_code: int = 0
+    result: bytes | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class TaskUpdates(Request):
+    CODE: ClassVar[int] = 52
+    request_id: int
+    reports: list[TaskReport] = _rec(TaskReport, many=True)
+
+
+@dataclass(frozen=True)
+class ReportFailure(_Record):
+    index: int
+    code: ErrorCode | int = _enum(ErrorCode)
+    message: str
+
+    def error(self) -> TatzelwurmError:
+        return error_from_code(int(self.code), self.message)
+
+
+@dataclass(frozen=True)
+class TaskUpdatesResult(Reply):
+    CODE: ClassVar[int] = 53
+    request_id: int
+    failed: list[ReportFailure] = _rec(ReportFailure, many=True)
 
 
 @dataclass(frozen=True)
@@ -758,6 +806,7 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
     for cls in (
         Hello, Welcome, Error, Ok,
         RegisterWorker, WorkerRegistered, Heartbeat, HeartbeatAck, AssignTask, TaskUpdate, ControlTask, DrainNotice,
+        AssignTasks, TaskUpdates, TaskUpdatesResult,
         AddTasks, TasksAdded, ControlTasks, ControlResult, ListTasks, TaskList, ShowTask, TaskDetail, ListWorkers,
         WorkerList, WorkerCommand, SetTagLimit, ListTagLimits, TagLimitList, WaitTask, TaskLayer, TaskOutcome,
         WatchTasks, TaskEvent,
@@ -766,12 +815,13 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
     )
 }
 __all__ += [cls.__name__ for cls in MESSAGE_TYPES.values()]
-__all__ += ["HeldTask", "TaskSpec", "TaskFailure", "TransitionInfo", "TaskInfo", "WorkerInfo", "TagLimitInfo", "Filter"]
+__all__ += ["HeldTask", "TaskReport", "ReportFailure", "TaskSpec", "TaskFailure", "TransitionInfo", "TaskInfo", "WorkerInfo", "TagLimitInfo", "Filter"]
 
 # Requests whose final reply is the given type (besides Error). Layer notices are TaskLayer/RpcLayer.
 REPLY_TYPES: dict[type[Request], type[Reply]] = {
     RegisterWorker: WorkerRegistered,
     TaskUpdate: Ok,
+    TaskUpdates: TaskUpdatesResult,
     AddTasks: TasksAdded,
     ControlTasks: ControlResult,
     ListTasks: TaskList,
