@@ -75,7 +75,9 @@ public sealed class ControlTests
     [Fact]
     public async Task KillAndPause_WhileItsWorkerIsDisconnected_AppliedWhenTheWorkerReclaims()
     {
-        await using var cluster = await Cluster.StartAsync(new CoordinatorSettings { Grace = TimeSpan.FromSeconds(8) });
+        // The grace only has to outlast the actionwurm processes started while the worker is cut off and
+        // its reconnect back-off (up to 5 s); on a loaded machine 8 s was not always enough.
+        await using var cluster = await Cluster.StartAsync(new CoordinatorSettings { Grace = TimeSpan.FromSeconds(30) });
         var proxy = cluster.Own(TcpProxy.Start(cluster.Address));
         var worker = await cluster.StartWorkerAsync("w-proxied", "async", slots: 3, server: proxy.Address);
         var sleep = (await cluster.AddMockAsync("sleep:60s"))[0];
