@@ -49,13 +49,13 @@ public class StoreBenchmarks
     [Benchmark]
     public Task Commit()
     {
-        var tasks = new List<TaskRecord>(BatchSize);
+        var tasks = new List<TaskUpsert>(BatchSize);
         for (var i = 0; i < BatchSize; i++)
         {
             // Ids cycle through a window so the store stays bounded: later commits replace earlier rows,
             // as state changes do in the coordinator.
             var id = (_nextId++ % IdWindow) + 1;
-            tasks.Add(TaskTransitions.Create(id, new NewTask(new byte[200], "bench", 0, [], null, true, false), DeliveryPolicy.AtMostOnce, Now));
+            tasks.Add(TaskUpsert.New(TaskTransitions.Create(id, new NewTask(new byte[200], "bench", 0, [], null, true, false), DeliveryPolicy.AtMostOnce, Now)));
         }
 
         return _store.CommitAsync(new StoreBatch(tasks, [], [], IdWindow), CancellationToken.None);
