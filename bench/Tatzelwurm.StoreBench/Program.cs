@@ -97,7 +97,7 @@ internal static class Bench
                 tasks.Add(MakeTask(id, rng));
             }
 
-            store.CommitAsync(new StoreBatch(tasks, [], [], tasks[^1].Id), default).GetAwaiter().GetResult();
+            store.CommitAsync(new StoreBatch([.. tasks.Select(TaskUpsert.New)], [], [], tasks[^1].Id), default).GetAwaiter().GetResult();
         }
 
         store.DisposeAsync().AsTask().GetAwaiter().GetResult();
@@ -159,7 +159,7 @@ internal static class Bench
                         tasks.Add(MakeTask(next++, rng));
                     }
 
-                    var batch = new StoreBatch(tasks, [], [], next - 1);
+                    var batch = new StoreBatch([.. tasks.Select(TaskUpsert.New)], [], [], next - 1);
                     var sw = Stopwatch.StartNew();
                     store.CommitAsync(batch, default).GetAwaiter().GetResult();
                     latencies.Add(sw.Elapsed.TotalMilliseconds);
@@ -261,7 +261,7 @@ internal static class Bench
                 tasks.Add(new TaskRecord { Id = next, Type = "crash", Payload = CrashPayload(next), CreatedAt = T0, UpdatedAt = T0 });
             }
 
-            store.CommitAsync(new StoreBatch(tasks, [], [], next - 1), default).GetAwaiter().GetResult();
+            store.CommitAsync(new StoreBatch([.. tasks.Select(TaskUpsert.New)], [], [], next - 1), default).GetAwaiter().GetResult();
             stdout.WriteLine((next - 1).ToString(CultureInfo.InvariantCulture));
             stdout.Flush();
         }

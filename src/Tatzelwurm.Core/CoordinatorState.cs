@@ -1,3 +1,5 @@
+using System.Runtime.InteropServices;
+
 namespace Tatzelwurm.Core;
 
 /// <summary>A task after a change, for watchers and waiters.</summary>
@@ -64,7 +66,9 @@ public sealed class CoordinatorState(CoordinatorOptions options)
     private readonly Dictionary<long, HashSet<string>> _rejectedBy = [];
     private readonly Queue<(DateTimeOffset At, long Id)> _terminated = new();
     private readonly HashSet<long> _killsPending = [];
-    private readonly Dictionary<long, TaskRecord?> _dirty = [];
+    // Per task changed since the last TakeBatch: the newest image (null = purged) and what the store
+    // holds of it, fixed when the task first became dirty in this batch.
+    private readonly Dictionary<long, (TaskRecord? Task, int StoredHistory)> _dirty = [];
     private readonly List<KeyValuePair<string, int?>> _tagLimitChanges = [];
     private List<TaskChange> _changes = [];
     private List<WorkerMessage> _outbox = [];
@@ -493,7 +497,7 @@ public sealed class CoordinatorState(CoordinatorOptions options)
             {
                 _tasks.Remove(oldest.Id);
                 _counts[(int)TaskState.Terminated]--;
-                _dirty[oldest.Id] = null;
+                _dirty[oldest.Id] = (null, TaskUpsert.NotStored);
                 purged++;
             }
         }
@@ -613,8 +617,8 @@ public sealed class CoordinatorState(CoordinatorOptions options)
     public StoreBatch TakeBatch()
     {
         var batch = new StoreBatch(
-            _dirty.Values.Where(t => t is not null).Select(t => t!).ToList(),
-            _dirty.Where(kv => kv.Value is null).Select(kv => kv.Key).ToList(),
+            _dirty.Values.Where(d => d.Task is not null).Select(d => new TaskUpsert(d.Task!, d.StoredHistory)).ToList(),
+            _dirty.Where(kv => kv.Value.Task is null).Select(kv => kv.Key).ToList(),
             _tagLimitChanges.ToList(),
             _lastId);
         _dirty.Clear();
@@ -745,7 +749,8 @@ public sealed class CoordinatorState(CoordinatorOptions options)
 
         if (!_loading)
         {
-            _dirty[next.Id] = next;
+            ref var dirty = ref CollectionsMarshal.GetValueRefOrAddDefault(_dirty, next.Id, out var wasDirty);
+            dirty = (next, wasDirty ? dirty.StoredHistory : prev?.History.Count ?? TaskUpsert.NotStored);
             _changes.Add(new TaskChange(next, prev is null || prev.State != next.State, next.Layers > (prev?.Layers ?? 0)));
         }
     }

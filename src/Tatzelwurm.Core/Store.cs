@@ -10,11 +10,27 @@ public sealed record StoreSnapshot(
 }
 
 /// <summary>
+/// The after-image of a task changed in a batch, with what the store already holds of it (as of the
+/// previous batch, which is committed first or merged into this one): nothing
+/// (<see cref="StoredHistory"/> = <see cref="NotStored"/>, a new task), or its row and the first
+/// <see cref="StoredHistory"/> history entries. History is append-only, so a store can write the
+/// changed columns and the new entries only.
+/// </summary>
+public readonly record struct TaskUpsert(TaskRecord Task, int StoredHistory)
+{
+    public const int NotStored = -1;
+
+    public static TaskUpsert New(TaskRecord task) => new(task, NotStored);
+
+    public bool IsNew => StoredHistory == NotStored;
+}
+
+/// <summary>
 /// One group commit: the after-images of every task changed since the last batch, purged task ids,
 /// tag-limit changes (null removes) and the id counter (ids are never reused, even after a purge).
 /// </summary>
 public sealed record StoreBatch(
-    IReadOnlyList<TaskRecord> Upserts,
+    IReadOnlyList<TaskUpsert> Upserts,
     IReadOnlyList<long> Deletes,
     IReadOnlyList<KeyValuePair<string, int?>> TagLimits,
     long LastTaskId)

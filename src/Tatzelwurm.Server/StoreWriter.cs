@@ -127,27 +127,31 @@ internal sealed partial class StoreWriter(ITaskStore store, ICoordinatorInbox in
         }
     }
 
-    // Later after-images of a task supersede earlier ones, so merging keeps only the newest.
-    private static StoreBatch Merge(StoreBatch? pending, List<CommitUnit> units)
+    // Later after-images of a task supersede earlier ones, so merging keeps only the newest, but with
+    // the earliest record of what the store holds: a failed batch's changes were never written, so the
+    // retry must write everything since that base (the whole row for a task new in it, every history
+    // entry after its stored count).
+    internal static StoreBatch Merge(StoreBatch? pending, List<CommitUnit> units)
     {
         if (pending is null && units.Count == 1)
         {
             return units[0].Batch;
         }
 
-        var records = new Dictionary<long, TaskRecord?>();
+        var records = new Dictionary<long, (TaskRecord? Task, int StoredHistory)>();
         var tagLimits = new List<KeyValuePair<string, int?>>();
         var lastId = 0L;
         foreach (var batch in units.Select(u => u.Batch).Prepend(pending).OfType<StoreBatch>())
         {
-            foreach (var task in batch.Upserts)
+            foreach (var upsert in batch.Upserts)
             {
-                records[task.Id] = task;
+                var stored = records.TryGetValue(upsert.Task.Id, out var earlier) ? earlier.StoredHistory : upsert.StoredHistory;
+                records[upsert.Task.Id] = (upsert.Task, stored);
             }
 
             foreach (var id in batch.Deletes)
             {
-                records[id] = null;
+                records[id] = (null, TaskUpsert.NotStored);
             }
 
             tagLimits.AddRange(batch.TagLimits);
@@ -155,8 +159,8 @@ internal sealed partial class StoreWriter(ITaskStore store, ICoordinatorInbox in
         }
 
         return new StoreBatch(
-            records.Values.OfType<TaskRecord>().ToList(),
-            records.Where(kv => kv.Value is null).Select(kv => kv.Key).ToList(),
+            records.Values.Where(r => r.Task is not null).Select(r => new TaskUpsert(r.Task!, r.StoredHistory)).ToList(),
+            records.Where(kv => kv.Value.Task is null).Select(kv => kv.Key).ToList(),
             tagLimits,
             lastId);
     }

@@ -69,9 +69,22 @@ public sealed class InMemoryTaskStore : ITaskStore
         }
 
         // Copy before taking the lock and before changing anything: the commit is all or nothing.
-        var upserts = batch.Upserts.Select(Detach).ToList();
+        var upserts = batch.Upserts.Select(u => Detach(u.Task)).ToList();
         lock (_lock)
         {
+            // The SQLite store writes only what changed since the stored image a batch claims, so a
+            // wrong claim would lose data there; checking it here catches that in every test that
+            // runs the coordinator on this store.
+            foreach (var upsert in batch.Upserts)
+            {
+                var stored = _tasks.TryGetValue(upsert.Task.Id, out var current) ? current.History.Count : TaskUpsert.NotStored;
+                if (stored != upsert.StoredHistory)
+                {
+                    return Task.FromException(new InvalidOperationException(
+                        $"batch claims task {upsert.Task.Id} is stored with {upsert.StoredHistory} history entries; the store has {stored}"));
+                }
+            }
+
             foreach (var task in upserts)
             {
                 _tasks[task.Id] = task;

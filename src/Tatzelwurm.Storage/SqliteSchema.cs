@@ -50,9 +50,29 @@ internal static class SqliteSchema
         ) WITHOUT ROWID;
         INSERT INTO meta (key, value) VALUES ('last_task_id', 0);
         """,
+        // v2: history in its own append-only table, so a transition inserts its one new entry
+        // instead of rewriting the whole JSON history (and the row around it). json_each walks
+        // each array in order and tasks in id order, so the rows go in primary-key order.
+        """
+        CREATE TABLE task_history (
+            task_id INTEGER NOT NULL, -- tasks.id
+            seq     INTEGER NOT NULL, -- position in the task's history, from 0
+            state   INTEGER NOT NULL, -- TaskState entered
+            at      INTEGER NOT NULL, -- unix ms
+            reason  TEXT,
+            PRIMARY KEY (task_id, seq)
+        ) WITHOUT ROWID;
+        INSERT INTO task_history (task_id, seq, state, at, reason)
+            SELECT t.id, h.key, json_extract(h.value, '$[0]'), json_extract(h.value, '$[1]'), json_extract(h.value, '$[2]')
+            FROM tasks AS t, json_each(t.history) AS h;
+        ALTER TABLE tasks DROP COLUMN history;
+        """,
     ];
 
     public static int CurrentVersion => Migrations.Length;
+
+    /// <summary>The migrations as released, for tests that build a file of an older version.</summary>
+    internal static IReadOnlyList<string> Released => Migrations;
 
     /// <summary>Brings the database to <see cref="CurrentVersion"/>, or refuses a file that is not ours or is too new.</summary>
     public static void Migrate(SqliteConnection connection, string path) => Migrate(connection, path, Migrations);

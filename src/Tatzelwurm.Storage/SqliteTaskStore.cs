@@ -1,6 +1,6 @@
 using System.Globalization;
-using System.Runtime.InteropServices;
 using Microsoft.Data.Sqlite;
+using SQLitePCL;
 using Tatzelwurm.Core;
 
 namespace Tatzelwurm.Storage;
@@ -11,20 +11,28 @@ namespace Tatzelwurm.Storage;
 /// </summary>
 public sealed class SqliteTaskStore : ITaskStore
 {
-    private const string UpsertSql = """
-        INSERT INTO tasks (id, state, type, priority, tags, payload, policy, no_reply, exit_code, result, error,
-                           worker_id, attempts, layers, pending_control, kill_requested_at, reason, created_at, updated_at, history)
-        VALUES ($id, $state, $type, $priority, $tags, $payload, $policy, $no_reply, $exit_code, $result, $error,
-                $worker_id, $attempts, $layers, $pending_control, $kill_requested_at, $reason, $created_at, $updated_at, $history)
-        ON CONFLICT (id) DO UPDATE SET
-            state = excluded.state, type = excluded.type, priority = excluded.priority, tags = excluded.tags,
-            payload = excluded.payload, policy = excluded.policy, no_reply = excluded.no_reply,
-            exit_code = excluded.exit_code, result = excluded.result, error = excluded.error,
-            worker_id = excluded.worker_id, attempts = excluded.attempts, layers = excluded.layers,
-            pending_control = excluded.pending_control, kill_requested_at = excluded.kill_requested_at,
-            reason = excluded.reason, created_at = excluded.created_at, updated_at = excluded.updated_at,
-            history = excluded.history
+    // Positional parameters (?N), bound by number in Writer: SQLite's lookup of named ones was ~4%
+    // of the coordinator's CPU. OR REPLACE: re-writing an image (a retried or replayed batch)
+    // overwrites it instead of failing every later commit on a constraint.
+    private const string InsertTaskSql = """
+        INSERT OR REPLACE INTO tasks (id, type, priority, tags, payload, policy, no_reply, created_at,
+                                      state, worker_id, exit_code, result, error, attempts, layers, pending_control, kill_requested_at, reason, updated_at)
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
         """;
+
+    // The columns a transition can change (the rest are fixed at creation), in the same order as
+    // the second half of InsertTaskSql so one method binds both.
+    private const string UpdateTaskSql = """
+        UPDATE tasks SET state = ?2, worker_id = ?3, exit_code = ?4, result = ?5, error = ?6, attempts = ?7, layers = ?8,
+                         pending_control = ?9, kill_requested_at = ?10, reason = ?11, updated_at = ?12
+        WHERE id = ?1
+        """;
+
+    private const string InsertHistorySql = "INSERT OR REPLACE INTO task_history (task_id, seq, state, at, reason) VALUES (?1, ?2, ?3, ?4, ?5)";
+
+    private const string DeleteHistorySql = "DELETE FROM task_history WHERE task_id = ?1";
+
+    private const string DeleteTaskSql = "DELETE FROM tasks WHERE id = ?1";
 
     private readonly SqliteStoreOptions _options;
     private readonly string _connectionString;
@@ -218,16 +226,14 @@ public sealed class SqliteTaskStore : ITaskStore
         {
             tx = w.Connection.BeginTransaction(deferred: false);
             w.Enlist(tx);
-            foreach (var task in batch.Upserts)
+            foreach (var upsert in batch.Upserts)
             {
-                w.BindUpsert(task, _json);
-                w.Upsert.ExecuteNonQuery();
+                w.Write(upsert, _json);
             }
 
             foreach (var id in batch.Deletes)
             {
-                w.DeleteId.Value = id;
-                w.Delete.ExecuteNonQuery();
+                w.Delete(id);
             }
 
             foreach (var (tag, limit) in batch.TagLimits)
@@ -386,27 +392,30 @@ public sealed class SqliteTaskStore : ITaskStore
     }
 
     /// <summary>One open connection and its prepared statements, reused for every commit.</summary>
+    /// <remarks>
+    /// The per-record statements are prepared once through SQLitePCL and then bound, stepped and
+    /// reset through NativeSqlite by raw pointer and parameter number: through ADO.NET every record
+    /// paid for parameter lookup by name, value boxing and SafeHandle AddRef/Release on each call
+    /// (~12% of the coordinator's CPU together). The rest stays on Microsoft.Data.Sqlite.
+    /// </remarks>
     private sealed class Writer : IDisposable
     {
-        private readonly SqliteParameter[] _upsert;
+        private readonly IntPtr _db;
+        private readonly Statement _insertTask;
+        private readonly Statement _updateTask;
+        private readonly Statement _insertHistory;
+        private readonly Statement _deleteHistory;
+        private readonly Statement _deleteTask;
 
         public Writer(SqliteConnection connection)
         {
             Connection = connection;
-            Upsert = Command(UpsertSql);
-            _upsert = new SqliteParameter[20];
-            string[] names =
-            [
-                "$id", "$state", "$type", "$priority", "$tags", "$payload", "$policy", "$no_reply", "$exit_code", "$result", "$error",
-                "$worker_id", "$attempts", "$layers", "$pending_control", "$kill_requested_at", "$reason", "$created_at", "$updated_at", "$history",
-            ];
-            for (var i = 0; i < names.Length; i++)
-            {
-                _upsert[i] = Upsert.Parameters.AddWithValue(names[i], DBNull.Value);
-            }
-
-            Delete = Command("DELETE FROM tasks WHERE id = $id");
-            DeleteId = Delete.Parameters.Add("$id", SqliteType.Integer);
+            _db = connection.Handle!.DangerousGetHandle();
+            _insertTask = new Statement(connection, InsertTaskSql);
+            _updateTask = new Statement(connection, UpdateTaskSql);
+            _insertHistory = new Statement(connection, InsertHistorySql);
+            _deleteHistory = new Statement(connection, DeleteHistorySql);
+            _deleteTask = new Statement(connection, DeleteTaskSql);
             TagSet = Command("INSERT INTO tag_limits (tag, max_running) VALUES ($tag, $max) ON CONFLICT (tag) DO UPDATE SET max_running = excluded.max_running");
             TagSetTag = TagSet.Parameters.Add("$tag", SqliteType.Text);
             TagSetMax = TagSet.Parameters.Add("$max", SqliteType.Integer);
@@ -418,12 +427,6 @@ public sealed class SqliteTaskStore : ITaskStore
         }
 
         public SqliteConnection Connection { get; }
-
-        public SqliteCommand Upsert { get; }
-
-        public SqliteCommand Delete { get; }
-
-        public SqliteParameter DeleteId { get; }
 
         public SqliteCommand TagSet { get; }
 
@@ -441,37 +444,149 @@ public sealed class SqliteTaskStore : ITaskStore
 
         public void Enlist(SqliteTransaction tx)
         {
-            Upsert.Transaction = tx;
-            Delete.Transaction = tx;
             TagSet.Transaction = tx;
             TagDelete.Transaction = tx;
             SetLastId.Transaction = tx;
         }
 
-        public void BindUpsert(TaskRecord t, JsonColumns json)
+        /// <summary>
+        /// Writes what changed since the stored image the upsert names: a new task's whole row and
+        /// history; otherwise the mutable columns and the history entries after the stored ones.
+        /// </summary>
+        public void Write(TaskUpsert upsert, JsonColumns json)
         {
-            var p = _upsert;
-            p[0].Value = t.Id;
-            p[1].Value = (int)t.State;
-            p[2].Value = t.Type;
-            p[3].Value = t.Priority;
-            p[4].Value = json.WriteTags(t.Tags);
-            p[5].Value = AsArray(t.Payload);
-            p[6].Value = (int)t.Policy;
-            p[7].Value = t.NoReply ? 1 : 0;
-            p[8].Value = t.ExitCode is { } code ? code : DBNull.Value;
-            p[9].Value = t.Result is { } result ? result : DBNull.Value;
-            p[10].Value = t.Error is { } error ? error : DBNull.Value;
-            p[11].Value = t.WorkerId is { } worker ? worker : DBNull.Value;
-            p[12].Value = t.Attempts;
-            p[13].Value = t.Layers;
-            p[14].Value = (int)t.PendingControl;
-            p[15].Value = t.KillRequestedAt is { } kill ? kill.ToUnixTimeMilliseconds() : DBNull.Value;
-            p[16].Value = t.Reason is { } reason ? reason : DBNull.Value;
-            p[17].Value = t.CreatedAt.ToUnixTimeMilliseconds();
-            p[18].Value = t.UpdatedAt.ToUnixTimeMilliseconds();
-            p[19].Value = json.WriteHistory(t.History);
+            var t = upsert.Task;
+            if (upsert.IsNew)
+            {
+                InsertTask(t, json);
+                InsertHistory(t, 0);
+                return;
+            }
+
+            UpdateTask(t);
+            if (NativeSqlite.Changes(_db) == 0)
+            {
+                // The row is missing although the batch says it is stored: write it all rather
+                // than lose it.
+                InsertTask(t, json);
+                DeleteHistory(t.Id);
+                InsertHistory(t, 0);
+            }
+            else if (upsert.StoredHistory > t.History.Count)
+            {
+                // History only grows in Core today; if it ever shrinks, rewrite it.
+                DeleteHistory(t.Id);
+                InsertHistory(t, 0);
+            }
+            else
+            {
+                InsertHistory(t, upsert.StoredHistory);
+            }
         }
+
+        public void Delete(long id)
+        {
+            var s = _deleteTask.Handle;
+            Check(NativeSqlite.BindInt64(s, 1, id));
+            Run(s);
+            DeleteHistory(id);
+        }
+
+        private void InsertTask(TaskRecord t, JsonColumns json)
+        {
+            var s = _insertTask.Handle;
+            var rc = NativeSqlite.BindInt64(s, 1, t.Id);
+            rc |= NativeSqlite.BindText(s, 2, t.Type);
+            rc |= NativeSqlite.BindInt64(s, 3, t.Priority);
+            rc |= NativeSqlite.BindUtf8(s, 4, json.WriteTags(t.Tags));
+            rc |= NativeSqlite.BindBlob(s, 5, t.Payload.Span);
+            rc |= NativeSqlite.BindInt64(s, 6, (int)t.Policy);
+            rc |= NativeSqlite.BindInt64(s, 7, t.NoReply ? 1 : 0);
+            rc |= NativeSqlite.BindInt64(s, 8, t.CreatedAt.ToUnixTimeMilliseconds());
+            rc |= BindMutable(s, 9, t);
+            Check(rc);
+            Run(s);
+        }
+
+        private void UpdateTask(TaskRecord t)
+        {
+            var s = _updateTask.Handle;
+            var rc = NativeSqlite.BindInt64(s, 1, t.Id);
+            rc |= BindMutable(s, 2, t);
+            Check(rc);
+            Run(s);
+        }
+
+        // state, worker_id, exit_code, result, error, attempts, layers, pending_control,
+        // kill_requested_at, reason, updated_at: parameters first .. first + 10. Bind results are
+        // OR-ed: any non-zero is a failure, reported by Check with SQLite's message.
+        private static int BindMutable(IntPtr s, int first, TaskRecord t)
+        {
+            var rc = NativeSqlite.BindInt64(s, first, (int)t.State);
+            rc |= NativeSqlite.BindText(s, first + 1, t.WorkerId);
+            rc |= BindOptional(s, first + 2, t.ExitCode);
+            rc |= t.Result is { } result ? NativeSqlite.BindBlob(s, first + 3, result) : NativeSqlite.BindNull(s, first + 3);
+            rc |= NativeSqlite.BindText(s, first + 4, t.Error);
+            rc |= NativeSqlite.BindInt64(s, first + 5, t.Attempts);
+            rc |= NativeSqlite.BindInt64(s, first + 6, t.Layers);
+            rc |= NativeSqlite.BindInt64(s, first + 7, (int)t.PendingControl);
+            rc |= BindOptional(s, first + 8, t.KillRequestedAt?.ToUnixTimeMilliseconds());
+            rc |= NativeSqlite.BindText(s, first + 9, t.Reason);
+            rc |= NativeSqlite.BindInt64(s, first + 10, t.UpdatedAt.ToUnixTimeMilliseconds());
+            return rc;
+        }
+
+        private void InsertHistory(TaskRecord t, int from)
+        {
+            var s = _insertHistory.Handle;
+            var history = t.History;
+            for (var seq = from; seq < history.Count; seq++)
+            {
+                var h = history[seq];
+                var rc = NativeSqlite.BindInt64(s, 1, t.Id);
+                rc |= NativeSqlite.BindInt64(s, 2, seq);
+                rc |= NativeSqlite.BindInt64(s, 3, (int)h.State);
+                rc |= NativeSqlite.BindInt64(s, 4, h.At.ToUnixTimeMilliseconds());
+                rc |= NativeSqlite.BindText(s, 5, h.Reason);
+                Check(rc);
+                Run(s);
+            }
+        }
+
+        private void DeleteHistory(long id)
+        {
+            var s = _deleteHistory.Handle;
+            Check(NativeSqlite.BindInt64(s, 1, id));
+            Run(s);
+        }
+
+        private static int BindOptional(IntPtr s, int index, long? value) =>
+            value is { } v ? NativeSqlite.BindInt64(s, index, v) : NativeSqlite.BindNull(s, index);
+
+        private void Run(IntPtr s)
+        {
+            var rc = NativeSqlite.Step(s);
+            if (rc != NativeSqlite.SqliteDone)
+            {
+                // The message before the reset, which may replace it.
+                var error = Error(rc);
+                _ = NativeSqlite.Reset(s); // returns the step's error again
+                throw error;
+            }
+
+            _ = NativeSqlite.Reset(s); // after SQLITE_DONE it cannot fail
+        }
+
+        private void Check(int bindResult)
+        {
+            if (bindResult != 0)
+            {
+                throw Error(bindResult);
+            }
+        }
+
+        private SqliteException Error(int rc) =>
+            new(raw.sqlite3_errmsg(Connection.Handle).utf8_to_string(), rc, raw.sqlite3_extended_errcode(Connection.Handle));
 
         public long ReadLastTaskId() =>
             Convert.ToInt64(Scalar(Connection, "SELECT value FROM meta WHERE key = 'last_task_id'"), CultureInfo.InvariantCulture);
@@ -480,8 +595,12 @@ public sealed class SqliteTaskStore : ITaskStore
 
         public void Dispose()
         {
-            Upsert.Dispose();
-            Delete.Dispose();
+            // Statements first: a connection with unfinalized statements does not really close.
+            _insertTask.Dispose();
+            _updateTask.Dispose();
+            _insertHistory.Dispose();
+            _deleteHistory.Dispose();
+            _deleteTask.Dispose();
             TagSet.Dispose();
             TagDelete.Dispose();
             SetLastId.Dispose();
@@ -502,18 +621,44 @@ public sealed class SqliteTaskStore : ITaskStore
             return cmd.ExecuteScalar();
         }
 
-        // The whole backing array when there is one (the usual case), so a payload is not copied
-        // before SQLite copies it.
-        private static byte[] AsArray(ReadOnlyMemory<byte> memory) =>
-            MemoryMarshal.TryGetArray(memory, out var segment) && segment.Offset == 0 && segment.Count == segment.Array!.Length
-                ? segment.Array
-                : memory.ToArray();
-
         private SqliteCommand Command(string sql)
         {
             var cmd = Connection.CreateCommand();
             cmd.CommandText = sql;
             return cmd;
+        }
+    }
+
+    /// <summary>A statement prepared for the connection's life, held by its raw pointer.</summary>
+    private sealed class Statement : IDisposable
+    {
+        private readonly sqlite3_stmt _stmt;
+        private bool _added;
+
+        public Statement(SqliteConnection connection, string sql)
+        {
+            var rc = raw.sqlite3_prepare_v3(connection.Handle, sql, raw.SQLITE_PREPARE_PERSISTENT, out _stmt);
+            if (rc != raw.SQLITE_OK)
+            {
+                throw new SqliteException(raw.sqlite3_errmsg(connection.Handle).utf8_to_string(), rc);
+            }
+
+            // One AddRef for the statement's life instead of one per call.
+            _stmt.DangerousAddRef(ref _added);
+            Handle = _stmt.DangerousGetHandle();
+        }
+
+        public IntPtr Handle { get; }
+
+        public void Dispose()
+        {
+            if (_added)
+            {
+                _added = false;
+                _stmt.DangerousRelease();
+            }
+
+            _stmt.Dispose();
         }
     }
 

@@ -191,7 +191,7 @@ public class AssignerTests
 
         Assert.Equal((TaskState.Submit, "w1"), (h[id].State, h[id].WorkerId));
         Assert.Contains(id, h.State.Workers["w1"].Tasks);
-        Assert.Equal([id], h.State.TakeBatch().Upserts.Select(t => t.Id));
+        Assert.Equal([id], h.State.TakeBatch().Upserts.Select(u => u.Task.Id));
         Assert.False(h.State.AssignNeeded);
     }
 

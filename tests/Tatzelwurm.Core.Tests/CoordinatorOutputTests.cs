@@ -95,9 +95,55 @@ public class CoordinatorOutputTests
         var batch = h.State.TakeBatch();
 
         var upsert = Assert.Single(batch.Upserts);
-        Assert.Same(h[id], upsert);
+        Assert.Same(h[id], upsert.Task);
         Assert.Equal(id, batch.LastTaskId);
         Assert.True(h.State.TakeBatch().IsEmpty);
+    }
+
+    [Fact]
+    public void TakeBatch_NewTask_IsNotStoredEvenAfterSeveralChanges()
+    {
+        var h = new Harness();
+        h.Register("w1");
+        h.State.TakeBatch();
+        var id = h.Running("w1");
+
+        var upsert = Assert.Single(h.State.TakeBatch().Upserts);
+
+        Assert.True(upsert.IsNew);
+        Assert.Equal(TaskUpsert.NotStored, upsert.StoredHistory);
+        Assert.True(upsert.Task.History.Count > 1);
+        Assert.Equal(id, upsert.Task.Id);
+    }
+
+    [Fact]
+    public void TakeBatch_TaskChangedAgain_CarriesTheHistoryCountOfThePreviousBatch()
+    {
+        var h = new Harness();
+        var id = h.Add(ready: false);
+        var stored = h[id].History.Count;
+        h.State.TakeBatch();
+        Assert.Null(h.State.Control(id, ControlVerb.Play, h.Now));
+        Assert.Null(h.State.Control(id, ControlVerb.Pause, h.Now));
+
+        var upsert = Assert.Single(h.State.TakeBatch().Upserts);
+
+        Assert.Equal(stored, upsert.StoredHistory);
+        Assert.True(upsert.Task.History.Count > stored + 1, "two changes in one batch still name the first base");
+    }
+
+    [Fact]
+    public void TakeBatch_TaskAddedAndPurgedInOneBatch_IsOnlyADelete()
+    {
+        var h = new Harness(CoordinatorOptions.Default with { Retention = TimeSpan.Zero });
+        var id = h.Add(ready: false);
+        Assert.Null(h.State.Control(id, ControlVerb.Kill, h.Now));
+        Assert.Equal(1, h.State.Purge(h.Now));
+
+        var batch = h.State.TakeBatch();
+
+        Assert.Empty(batch.Upserts);
+        Assert.Equal([id], batch.Deletes);
     }
 
     [Fact]

@@ -292,8 +292,8 @@ public class ReclaimTests
         var done = h.Running("w1");
         h.Report("w1", done, WorkerReport.Finished);
         var batch = h.State.TakeBatch();
-        Assert.Contains(batch.Upserts, t => t.Id == waiting);
-        return (new StoreSnapshot(batch.Upserts, h.State.TagLimits.ToDictionary(), batch.LastTaskId), submit, most, least, killing);
+        Assert.Contains(batch.Upserts, u => u.Task.Id == waiting);
+        return (new StoreSnapshot([.. batch.Upserts.Select(u => u.Task)], h.State.TagLimits.ToDictionary(), batch.LastTaskId), submit, most, least, killing);
     }
 
     [Fact]

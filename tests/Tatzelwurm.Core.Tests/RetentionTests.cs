@@ -95,7 +95,7 @@ public class RetentionTests
 
         // The store may return tasks in any order.
         var restarted = new CoordinatorState(CoordinatorOptions.Default);
-        restarted.Load(new StoreSnapshot([.. batch.Upserts.Reverse()], new Dictionary<string, int>(), batch.LastTaskId), T0 + TimeSpan.FromDays(4));
+        restarted.Load(new StoreSnapshot([.. batch.Upserts.Select(u => u.Task).Reverse()], new Dictionary<string, int>(), batch.LastTaskId), T0 + TimeSpan.FromDays(4));
 
         Assert.Equal(T0 + restarted.Options.Retention, restarted.NextDeadline());
         Assert.Equal(1, restarted.Purge(T0 + restarted.Options.Retention));

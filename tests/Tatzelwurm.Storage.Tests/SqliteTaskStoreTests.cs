@@ -46,11 +46,13 @@ public sealed class SqliteTaskStoreTests : IDisposable
         var options = new SqliteStoreOptions(DbPath) { Durability = durability, SyncInterval = TimeSpan.FromHours(1) };
         var store = SqliteTaskStore.Open(options);
         var memory = new InMemoryTaskStore();
+        var ready = Full(1, TaskState.Ready);
+        var running = Moved(ready, TaskState.Run);
         StoreBatch[] batches =
         [
-            Batch([Full(1, TaskState.Ready), Minimal(2)], tagLimits: [Limit("gpu", 2)]),
-            Batch([Full(1, TaskState.Run), Full(3, TaskState.Pause)], tagLimits: [Limit("gpu", 4), Limit("io", 1)]),
-            Batch([Full(1, TaskState.Terminated)], deletes: [2], tagLimits: [Limit("io", null)], lastTaskId: 5),
+            Batch([ready, Minimal(2)], tagLimits: [Limit("gpu", 2)]),
+            Batch([Full(3, TaskState.Pause)], tagLimits: [Limit("gpu", 4), Limit("io", 1)], updates: [Updated(ready, running)]),
+            Batch(deletes: [2], tagLimits: [Limit("io", null)], lastTaskId: 5, updates: [Updated(running, Moved(running, TaskState.Terminated))]),
         ];
         foreach (var batch in batches)
         {
@@ -103,7 +105,7 @@ public sealed class SqliteTaskStoreTests : IDisposable
 
         diskFull = true;
         CapAtCurrentSize(store.ConnectionForTests!);
-        var big = Batch([Full(1, TaskState.Terminated), Minimal(2) with { Payload = new byte[256 * 1024] }], tagLimits: [Limit("gpu", 9)]);
+        var big = Batch([Minimal(2) with { Payload = new byte[256 * 1024] }], tagLimits: [Limit("gpu", 9)], updates: [Updated(first, Moved(first, TaskState.Terminated))]);
         var ex = await Assert.ThrowsAsync<StoreException>(() => store.CommitAsync(big, Ct));
         Assert.True(ex.IsDiskFull, ex.ToString());
 
@@ -114,7 +116,7 @@ public sealed class SqliteTaskStoreTests : IDisposable
         diskFull = false; // the failed commit dropped its connection; the next one opens without the cap
         await store.CommitAsync(big, Ct);
 
-        Same(new StoreSnapshot(big.Upserts, new Dictionary<string, int> { ["gpu"] = 9 }, 2), await store.LoadAsync(Ct));
+        Same(new StoreSnapshot([.. big.Upserts.Select(u => u.Task).OrderBy(t => t.Id)], new Dictionary<string, int> { ["gpu"] = 9 }, 2), await store.LoadAsync(Ct));
     }
 
     private static void CapAtCurrentSize(SqliteConnection c)
@@ -193,16 +195,75 @@ public sealed class SqliteTaskStoreTests : IDisposable
     public async Task Migrate_AppendedMigration_RunsOnceAndBumpsTheVersion()
     {
         await (await CommitOneAsync()).DisposeAsync();
-        string[] v1 = ["-- stands for the released v1, already applied"];
-        string[] v2 = [.. v1, "ALTER TABLE tasks ADD COLUMN note TEXT; UPDATE tasks SET note = 'migrated';"];
+        // Stand-ins for the released migrations, already applied.
+        string[] released = [.. Enumerable.Repeat("-- released", SqliteSchema.CurrentVersion)];
+        string[] next = [.. released, "ALTER TABLE tasks ADD COLUMN note TEXT; UPDATE tasks SET note = 'migrated';"];
 
         using var c = new SqliteConnection($"Data Source={DbPath};Pooling=false");
         c.Open();
-        SqliteSchema.Migrate(c, DbPath, v2);
-        SqliteSchema.Migrate(c, DbPath, v2); // already at 2: nothing to do
+        SqliteSchema.Migrate(c, DbPath, next);
+        SqliteSchema.Migrate(c, DbPath, next); // already there: nothing to do
 
-        Assert.Equal(2L, Scalar(c, "PRAGMA user_version"));
+        Assert.Equal((long)next.Length, Scalar(c, "PRAGMA user_version"));
         Assert.Equal("migrated", Scalar(c, "SELECT note FROM tasks WHERE id = 1"));
+    }
+
+    [Fact]
+    public async Task Migrate_RealV1FileWithJsonHistory_MovesHistoryIntoItsTableAndLoadsTheSame()
+    {
+        // A file exactly as v1 wrote it: the v1 SQL, rows with the history as JSON text.
+        var full = Full(1, TaskState.Terminated);
+        var minimal = Minimal(2);
+        var oneEntry = Minimal(3) with { History = [new Transition(TaskState.Created, T0, "")] };
+        using (var c = new SqliteConnection($"Data Source={DbPath};Pooling=false"))
+        {
+            c.Open();
+            SqliteSchema.Migrate(c, DbPath, SqliteSchema.Released.Take(1).ToList());
+            Scalar(c, "INSERT INTO tasks VALUES (1, 5, 'aiida.calcjob', -7, '[\"gpu\",\"site:cscs\"]', x'000102FF802A', 2, 1, 3, x'090807', "
+                + "'boom: \"quoted\"' || char(10) || 'second line', 'worker-7', 2, 4, 3, "
+                + $"{T0.AddSeconds(5).ToUnixTimeMilliseconds()}, 'operator said so', {T0.ToUnixTimeMilliseconds()}, {T0.AddSeconds(6).ToUnixTimeMilliseconds()}, "
+                + $"'[[0,{T0.ToUnixTimeMilliseconds()}],[1,{T0.AddMilliseconds(1).ToUnixTimeMilliseconds()},\"play\"],"
+                + $"[5,{T0.AddSeconds(6).ToUnixTimeMilliseconds()},\"ünïcödé ✓ \\\"and\\\" \\\\ <tags>\"]]')");
+            Scalar(c, $"INSERT INTO tasks VALUES (2, 0, 't', 0, '[]', x'', 1, 0, NULL, NULL, NULL, NULL, 0, 0, 0, NULL, NULL, {T0.ToUnixTimeMilliseconds()}, {T0.ToUnixTimeMilliseconds()}, '[]')");
+            Scalar(c, $"INSERT INTO tasks VALUES (3, 0, 't', 0, '[]', x'', 1, 0, NULL, NULL, NULL, NULL, 0, 0, 0, NULL, NULL, {T0.ToUnixTimeMilliseconds()}, {T0.ToUnixTimeMilliseconds()}, '[[0,{T0.ToUnixTimeMilliseconds()},\"\"]]')");
+            Scalar(c, "UPDATE meta SET value = 3");
+            Assert.Equal(1L, Scalar(c, "PRAGMA user_version"));
+        }
+
+        await using var store = SqliteTaskStore.Open(new SqliteStoreOptions(DbPath));
+
+        Same(new StoreSnapshot([full, minimal, oneEntry], new Dictionary<string, int>(), 3), await store.LoadAsync(Ct));
+        using var check = new SqliteConnection($"Data Source={DbPath};Mode=ReadOnly;Pooling=false");
+        check.Open();
+        Assert.Equal((long)SqliteSchema.CurrentVersion, Scalar(check, "PRAGMA user_version"));
+        Assert.Equal(0L, Scalar(check, "SELECT count(*) FROM pragma_table_info('tasks') WHERE name = 'history'"));
+        Assert.Equal(4L, Scalar(check, "SELECT count(*) FROM task_history"));
+    }
+
+    [Fact]
+    public async Task Delete_Task_RemovesItsHistoryToo()
+    {
+        await using var store = SqliteTaskStore.Open(new SqliteStoreOptions(DbPath));
+        await store.CommitAsync(Batch([Full(1), Full(2)]), Ct);
+
+        await store.CommitAsync(Batch(deletes: [1], lastTaskId: 2), Ct);
+
+        using var c = new SqliteConnection($"Data Source={DbPath};Mode=ReadOnly;Pooling=false");
+        c.Open();
+        Assert.Equal(0L, Scalar(c, "SELECT count(*) FROM task_history WHERE task_id = 1"));
+        Assert.Equal(3L, Scalar(c, "SELECT count(*) FROM task_history WHERE task_id = 2"));
+    }
+
+    [Fact]
+    public async Task Commit_UpdateOfATaskWithoutARow_WritesTheWholeTask()
+    {
+        // A batch that wrongly claims a stored row must not lose the task.
+        await using var store = SqliteTaskStore.Open(new SqliteStoreOptions(DbPath));
+        var task = Full(1);
+
+        await store.CommitAsync(Batch(updates: [new TaskUpsert(task, 2)]), Ct);
+
+        Same(task, Assert.Single((await store.LoadAsync(Ct)).Tasks));
     }
 
     [Fact]
@@ -214,12 +275,14 @@ public sealed class SqliteTaskStoreTests : IDisposable
         c.Open();
         Assert.Equal(
             "id,state,type,priority,tags,payload,policy,no_reply,exit_code,result,error,worker_id,attempts,layers,"
-            + "pending_control,kill_requested_at,reason,created_at,updated_at,history",
+            + "pending_control,kill_requested_at,reason,created_at,updated_at",
             Scalar(c, "SELECT group_concat(name, ',') FROM pragma_table_info('tasks')"));
+        Assert.Equal("task_id,seq,state,at,reason", Scalar(c, "SELECT group_concat(name, ',') FROM pragma_table_info('task_history')"));
         Assert.Equal(3L, Scalar(c, "SELECT state FROM tasks WHERE id = 1")); // TaskState.Run's frozen value
         Assert.Equal("[\"gpu\",\"site:cscs\"]", Scalar(c, "SELECT tags FROM tasks"));
         Assert.Equal("site:cscs", Scalar(c, "SELECT value FROM tasks, json_each(tasks.tags) WHERE json_each.key = 1"));
-        Assert.Equal("play", Scalar(c, "SELECT json_extract(history, '$[1][2]') FROM tasks"));
+        Assert.Equal("play", Scalar(c, "SELECT reason FROM task_history WHERE task_id = 1 AND seq = 1"));
+        Assert.Equal(T0.ToUnixTimeMilliseconds(), Scalar(c, "SELECT at FROM task_history WHERE task_id = 1 AND seq = 0"));
         Assert.Equal(T0.AddSeconds(6).ToUnixTimeMilliseconds(), Scalar(c, "SELECT updated_at FROM tasks"));
         Assert.Equal("blob", Scalar(c, "SELECT typeof(payload) FROM tasks"));
         Assert.Equal(1L, Scalar(c, "SELECT value FROM meta WHERE key = 'last_task_id'"));

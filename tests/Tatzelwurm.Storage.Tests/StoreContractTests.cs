@@ -107,9 +107,10 @@ public abstract class StoreContractTests : IAsyncDisposable
     [Fact]
     public async Task Commit_UpsertUpdateThenDelete_KeepsLatestAfterImageThenNothing()
     {
-        await Store.CommitAsync(Batch([Minimal(1), Minimal(2)]), Ct);
-        var updated = Full(1, TaskState.Terminated);
-        await Store.CommitAsync(Batch([updated], lastTaskId: 2), Ct);
+        var created = Full(1, TaskState.Ready);
+        await Store.CommitAsync(Batch([created, Minimal(2)]), Ct);
+        var updated = Moved(created, TaskState.Terminated, "done") with { ExitCode = 0, WorkerId = null };
+        await Store.CommitAsync(Batch(updates: [Updated(created, updated)], lastTaskId: 2), Ct);
 
         var afterUpdate = await ReloadAsync();
         Same(updated, afterUpdate.Tasks[0]);
@@ -163,7 +164,7 @@ public abstract class StoreContractTests : IAsyncDisposable
         await Store.CommitAsync(Batch([first], tagLimits: [Limit("gpu", 1)]), Ct);
 
         Failing = true;
-        var failed = Batch([Full(1, TaskState.Terminated), Full(2)], deletes: [], tagLimits: [Limit("gpu", null)], lastTaskId: 2);
+        var failed = Batch([Full(2)], deletes: [], tagLimits: [Limit("gpu", null)], lastTaskId: 2, updates: [Updated(first, Moved(first, TaskState.Terminated))]);
         await Assert.ThrowsAsync<StoreException>(() => Store.CommitAsync(failed, Ct));
 
         var afterFailure = await Store.LoadAsync(Ct);
@@ -173,6 +174,88 @@ public abstract class StoreContractTests : IAsyncDisposable
         await Store.CommitAsync(failed, Ct);
 
         var recovered = await ReloadAsync();
-        Same(new StoreSnapshot(failed.Upserts, new Dictionary<string, int>(), 2), recovered);
+        Same(new StoreSnapshot([.. failed.Upserts.Select(u => u.Task).OrderBy(t => t.Id)], new Dictionary<string, int>(), 2), recovered);
+    }
+
+    [Fact]
+    public async Task Commit_UpdateOfEveryMutableField_RoundTripsEachWay()
+    {
+        // Values to nulls and back: the update path writes only the mutable columns, so each of
+        // them must go through it in both directions; the fixed ones must stay as inserted.
+        var created = Full(1, TaskState.Run);
+        await Store.CommitAsync(Batch([created]), Ct);
+        var cleared = Moved(created, TaskState.Ready) with
+        {
+            WorkerId = null,
+            ExitCode = null,
+            Result = null,
+            Error = null,
+            Attempts = 3,
+            Layers = 0,
+            PendingControl = PendingControl.None,
+            KillRequestedAt = null,
+            Reason = null,
+        };
+        await Store.CommitAsync(Batch(updates: [Updated(created, cleared)]), Ct);
+        Same(cleared, Assert.Single((await ReloadAsync()).Tasks));
+
+        var set = Moved(cleared, TaskState.Terminated, "lost") with
+        {
+            WorkerId = "worker-9",
+            ExitCode = -1,
+            Result = [1, 2],
+            Error = "gone",
+            Attempts = 4,
+            Layers = 2,
+            PendingControl = PendingControl.Pause,
+            KillRequestedAt = T0.AddMinutes(1),
+            Reason = "worker lost",
+        };
+        await Store.CommitAsync(Batch(updates: [Updated(cleared, set)]), Ct);
+        Same(set, Assert.Single((await ReloadAsync()).Tasks));
+    }
+
+    [Fact]
+    public async Task Commit_HistoryAppendedOverSeveralBatches_ReloadsInOrder()
+    {
+        var task = Full(1, TaskState.Ready);
+        var other = Minimal(2);
+        await Store.CommitAsync(Batch([task, other]), Ct);
+        TaskState[] path = [TaskState.Submit, TaskState.Run, TaskState.Pause, TaskState.Run, TaskState.Terminated];
+        for (var i = 0; i < path.Length; i += 2)
+        {
+            // One or two transitions per batch, as a busy task gets between group commits.
+            var next = path[i..Math.Min(i + 2, path.Length)].Aggregate(task, (t, s) => Moved(t, s, $"step {s}"));
+            await Store.CommitAsync(Batch(updates: [Updated(task, next)], lastTaskId: 2), Ct);
+            task = next;
+        }
+
+        var snapshot = await ReloadAsync();
+
+        Assert.Equal(8, task.History.Count);
+        Same(task, snapshot.Tasks[0]);
+        Same(other, snapshot.Tasks[1]);
+    }
+
+    [Fact]
+    public async Task Commit_RetryOfAFailedUpdateFromTheEarliestBase_PersistsEveryEntry()
+    {
+        // StoreWriter merges a failed batch with the next ones, keeping the earliest base: the
+        // retry carries the newest image with the history count from before the failed batch.
+        var stored = Full(1, TaskState.Ready);
+        await Store.CommitAsync(Batch([stored]), Ct);
+        var failedImage = Moved(stored, TaskState.Submit);
+        var added = Minimal(2) with { State = TaskState.Ready, History = [new Transition(TaskState.Ready, T0, null)] };
+        Failing = true;
+        await Assert.ThrowsAsync<StoreException>(() => Store.CommitAsync(Batch([added], updates: [Updated(stored, failedImage)]), Ct));
+        Failing = false;
+
+        var newest = Moved(Moved(failedImage, TaskState.Run), TaskState.Terminated, "done");
+        var addedNewest = Moved(added, TaskState.Pause);
+        await Store.CommitAsync(Batch([addedNewest], updates: [new TaskUpsert(newest, stored.History.Count)]), Ct);
+
+        var snapshot = await ReloadAsync();
+        Same(newest, snapshot.Tasks[0]);
+        Same(addedNewest, snapshot.Tasks[1]);
     }
 }

@@ -75,12 +75,27 @@ internal static class TestData
         UpdatedAt = T0,
     };
 
+    /// <summary>A batch of new tasks (<paramref name="upserts"/>) and changes to stored ones (<paramref name="updates"/>).</summary>
     public static StoreBatch Batch(
         IReadOnlyList<TaskRecord>? upserts = null,
         IReadOnlyList<long>? deletes = null,
         IReadOnlyList<KeyValuePair<string, int?>>? tagLimits = null,
-        long? lastTaskId = null) =>
-        new(upserts ?? [], deletes ?? [], tagLimits ?? [], lastTaskId ?? (upserts is { Count: > 0 } ? upserts.Max(t => t.Id) : 0));
+        long? lastTaskId = null,
+        IReadOnlyList<TaskUpsert>? updates = null)
+    {
+        TaskUpsert[] all = [.. (upserts ?? []).Select(TaskUpsert.New), .. updates ?? []];
+        return new(all, deletes ?? [], tagLimits ?? [], lastTaskId ?? (all.Length > 0 ? all.Max(u => u.Task.Id) : 0));
+    }
+
+    /// <summary><paramref name="next"/> replacing the stored <paramref name="stored"/>.</summary>
+    public static TaskUpsert Updated(TaskRecord stored, TaskRecord next) => new(next, stored.History.Count);
+
+    /// <summary>The task after one more transition, as Core makes it: history appended, never rewritten.</summary>
+    public static TaskRecord Moved(TaskRecord task, TaskState to, string? reason = null)
+    {
+        var at = task.UpdatedAt.AddMilliseconds(1500);
+        return task with { State = to, UpdatedAt = at, History = [.. task.History, new Transition(to, at, reason)] };
+    }
 
     public static KeyValuePair<string, int?> Limit(string tag, int? max) => new(tag, max);
 
