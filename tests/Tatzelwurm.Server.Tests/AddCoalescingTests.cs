@@ -8,7 +8,7 @@ namespace Tatzelwurm.Server.Tests;
 /// <summary>
 /// <see cref="TatzelwurmClient.AddAsync(IReadOnlyList{TaskSpec}, CancellationToken)"/> coalesces
 /// concurrent calls into one AddTasks. Each test holds the client's write loop in the flush of a large
-/// first add (a <see cref="HoldingProxy"/> takes none of it), so the calls made meanwhile are queued
+/// first add (a held <see cref="TcpProxy"/> takes none of it), so the calls made meanwhile are queued
 /// together, deterministically; then it releases the connection and checks what each caller got.
 /// </summary>
 public class AddCoalescingTests
@@ -23,7 +23,7 @@ public class AddCoalescingTests
     public async Task Add_ManyConcurrentCallers_OneRequestAndEachCallerGetsTheIdsOfItsOwnTasks()
     {
         await using var host = await TestHost.StartAsync();
-        await using var proxy = new HoldingProxy(host.EndPoint);
+        await using var proxy = new TcpProxy(host.EndPoint, smallReceiveBuffer: true);
         await using var client = await TatzelwurmClient.ConnectAsync(host.Connection(proxy.EndPoint), Ct);
         var blocker = await HoldWriteLoopAsync(proxy, client);
 
@@ -56,7 +56,7 @@ public class AddCoalescingTests
     public async Task Add_OneCallerHasABadTask_OnlyThatCallerFailsAndTheOthersTasksAreAddedOnce()
     {
         await using var host = await TestHost.StartAsync();
-        await using var proxy = new HoldingProxy(host.EndPoint);
+        await using var proxy = new TcpProxy(host.EndPoint, smallReceiveBuffer: true);
         await using var client = await TatzelwurmClient.ConnectAsync(host.Connection(proxy.EndPoint), Ct);
         var blocker = await HoldWriteLoopAsync(proxy, client);
 
@@ -79,7 +79,7 @@ public class AddCoalescingTests
     public async Task Add_CallerCancelledWhileQueued_ItsTasksAreNotAddedAndTheOthersAre()
     {
         await using var host = await TestHost.StartAsync();
-        await using var proxy = new HoldingProxy(host.EndPoint);
+        await using var proxy = new TcpProxy(host.EndPoint, smallReceiveBuffer: true);
         await using var client = await TatzelwurmClient.ConnectAsync(host.Connection(proxy.EndPoint), Ct);
         var blocker = await HoldWriteLoopAsync(proxy, client);
 
@@ -102,7 +102,7 @@ public class AddCoalescingTests
     public async Task Add_CallersTogetherAboveTheMaxFrame_SplitIntoRequestsWithinIt()
     {
         await using var host = await TestHost.StartAsync();
-        await using var proxy = new HoldingProxy(host.EndPoint);
+        await using var proxy = new TcpProxy(host.EndPoint, smallReceiveBuffer: true);
         await using var client = await TatzelwurmClient.ConnectAsync(host.Connection(proxy.EndPoint), Ct);
         Assert.Equal(ProtocolConstants.DefaultMaxFrame, client.Connection.Welcome.MaxFrame);
         var blocker = await HoldWriteLoopAsync(proxy, client);
@@ -124,7 +124,7 @@ public class AddCoalescingTests
     public async Task Add_ConnectionLostWithCallsSentAndQueued_EveryCallerFailsWithConnectionLost()
     {
         await using var host = await TestHost.StartAsync();
-        await using var proxy = new HoldingProxy(host.EndPoint);
+        await using var proxy = new TcpProxy(host.EndPoint, smallReceiveBuffer: true);
         await using var client = await TatzelwurmClient.ConnectAsync(host.Connection(proxy.EndPoint), Ct);
         var blocker = await HoldWriteLoopAsync(proxy, client);
 
@@ -141,7 +141,7 @@ public class AddCoalescingTests
     }
 
     /// <summary>Starts an add too large for the socket buffers and holds it: the write loop is then inside its flush.</summary>
-    private static async Task<Task<IReadOnlyList<long>>> HoldWriteLoopAsync(HoldingProxy proxy, TatzelwurmClient client)
+    private static async Task<Task<IReadOnlyList<long>>> HoldWriteLoopAsync(TcpProxy proxy, TatzelwurmClient client)
     {
         var held = proxy.HoldAsync();
         var blocker = client.AddAsync([Spec("blocker", BlockerBytes)], Ct);
@@ -150,7 +150,7 @@ public class AddCoalescingTests
         return blocker;
     }
 
-    private static List<int> AddedCounts(HoldingProxy proxy) => proxy.FromClient.OfType<AddTasks>().Select(a => a.Tasks.Count).ToList();
+    private static List<int> AddedCounts(TcpProxy proxy) => proxy.FromClient.OfType<AddTasks>().Select(a => a.Tasks.Count).ToList();
 
     private static async Task<List<string>> TypesAsync(TatzelwurmClient client, IReadOnlyList<long> ids)
     {
