@@ -64,4 +64,29 @@ public sealed class InMemoryTaskStoreTests : StoreContractTests
         Assert.Equal(0, store.CommitCount);
         Assert.Empty(store.Snapshot().Tasks);
     }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task Commit_WrongStoredHistoryClaim_RefusedOnlyWhenVerifying(bool verify)
+    {
+        var store = new InMemoryTaskStore { VerifyStoredHistory = verify };
+        var stored = Minimal(1);
+        await store.CommitAsync(Batch([stored]), Ct);
+        var next = Moved(stored, TaskState.Ready);
+
+        // Claims one history entry more than the store holds.
+        var commit = store.CommitAsync(Batch(updates: [new TaskUpsert(next, stored.History.Count + 1)]), Ct);
+
+        if (verify)
+        {
+            await Assert.ThrowsAsync<InvalidOperationException>(() => commit);
+            Assert.Equal(stored.History.Count, store.Snapshot().Tasks[0].History.Count);
+        }
+        else
+        {
+            await commit;
+            Assert.Equal(next.History.Count, store.Snapshot().Tasks[0].History.Count);
+        }
+    }
 }
