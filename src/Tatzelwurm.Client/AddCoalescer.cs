@@ -18,9 +18,6 @@ internal sealed class AddCoalescer
     /// </summary>
     internal const int MaxBatchTasks = 1000;
 
-    // Room for the envelope: [code, [request_id, [tasks...]]] with the widest headers.
-    private const int EnvelopeBytes = 32;
-
     private readonly Connection _connection;
     private readonly Func<IMessage?> _next;
     private readonly Lock _lock = new();
@@ -89,7 +86,7 @@ internal sealed class AddCoalescer
         var count = 0;
         lock (_lock)
         {
-            var bytes = EnvelopeBytes;
+            var bytes = WireSize.Envelope;
             while (_queue.TryPeek(out var call))
             {
                 if (call.Done.Task.IsCompleted)
@@ -171,26 +168,15 @@ internal sealed class AddCoalescer
         }
     }
 
-    // An upper bound of a spec's MessagePack size: every header at its widest, three UTF-8 bytes per
-    // UTF-16 unit. Overestimating only makes a batch smaller.
     private static int EstimateBytes(IReadOnlyList<TaskSpec> tasks)
     {
         long bytes = 0;
         foreach (var spec in tasks)
         {
-            bytes += 32 + (spec?.Payload?.Length ?? 0) + StringBytes(spec?.Type);
-            if (spec?.Tags is { } tags)
-            {
-                foreach (var tag in tags)
-                {
-                    bytes += StringBytes(tag);
-                }
-            }
+            bytes += WireSize.Spec(spec);
         }
 
         return (int)Math.Min(bytes, int.MaxValue);
-
-        static long StringBytes(string? s) => 5 + (3L * (s?.Length ?? 0));
     }
 
     private sealed class AddCall(IReadOnlyList<TaskSpec> tasks, int bytes)

@@ -115,9 +115,11 @@ public sealed record WorkerOptions
 public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDisposable
 {
     private readonly ConcurrentDictionary<long, RunningTask> _tasks = new();
-    private static readonly TaskUpdatesResult NoFailures = new(0, []);
+    private static readonly IReadOnlyDictionary<int, ReportFailure> NoFailures = new Dictionary<int, ReportFailure>();
 
-    // Whole frames of reports stay far below any coordinator's frame limit; one larger report goes alone.
+    // A frame of reports is closed at the smaller of this and the coordinator's max_frame (by an upper
+    // bound of its size), or at this many reports, well within the coordinator's count limit
+    // (ProtocolConstants.MaxReportsPerTaskUpdates); one larger report still goes alone.
     private const int MaxReportBatchBytes = 1 << 20;
     private const int MaxReportBatch = 1024;
 
@@ -125,6 +127,7 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
     private readonly Channel<Outgoing> _outgoing = Channel.CreateUnbounded<Outgoing>(new UnboundedChannelOptions { SingleReader = true });
     private volatile Link? _link;
     private volatile bool _stopRequested;
+    private int _started;
     private int _running;
     private int _executing;
     private int _maxRunning;
@@ -151,12 +154,12 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
 
     /// <summary>
     /// A report, the connection it was queued for and, once sent, the reply of the frame it went out in
-    /// and its index there (a lone TaskUpdate's reply is turned into a result without failures).
+    /// and its index there: the frame's failures by index (a lone TaskUpdate's reply has none).
     /// </summary>
     private sealed class PendingReport(TaskUpdate update)
     {
         public TaskUpdate Update { get; } = update;
-        public Task<TaskUpdatesResult>? Reply { get; set; }
+        public Task<IReadOnlyDictionary<int, ReportFailure>>? Reply { get; set; }
         public int Index { get; set; }
         public Connection? Via { get; set; }
     }
@@ -181,9 +184,20 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
     /// <summary>Releases the stop signal.</summary>
     public void Dispose() => _stop.Dispose();
 
-    /// <summary>Runs until cancelled, or until the coordinator says stop and the running tasks are done.</summary>
+    /// <summary>
+    /// Runs until cancelled, or until the coordinator says stop and the running tasks are done. A worker
+    /// runs once: create a new one to run again.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">RunAsync was called before on this worker.</exception>
     public async Task RunAsync(CancellationToken cancellationToken)
     {
+        // The report queue is completed when a run ends, and a stop from the coordinator stays in force:
+        // a second run would lose every report it queued.
+        if (Interlocked.Exchange(ref _started, 1) != 0)
+        {
+            throw new InvalidOperationException("this worker has already been run; create a new Worker to run again");
+        }
+
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _stop.Token);
         var sender = Task.Run(SendLoopAsync, CancellationToken.None);
         try
@@ -463,7 +477,12 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
                 {
                     pending.Via = link.Connection;
                     pending.Reply = null;
-                    _outgoing.Writer.TryWrite(new Outgoing(running, pending, link));
+                    if (!_outgoing.Writer.TryWrite(new Outgoing(running, pending, link)))
+                    {
+                        // The run is ending: the report stays unsent (and unacknowledged).
+                        pending.Via = null;
+                        break;
+                    }
                 }
             }
         }
@@ -496,11 +515,11 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
         var batch = new List<Outgoing>();
         while (await reader.WaitToReadAsync())
         {
-            var bytes = 0;
+            long bytes = WireSize.Envelope;
             while (reader.TryPeek(out var next))
             {
-                var size = (next.Report.Update.Result?.Length ?? 0) + (next.Report.Update.Error?.Length ?? 0) + 32;
-                if (batch.Count > 0 && (!ReferenceEquals(batch[0].Via, next.Via) || batch.Count == MaxReportBatch || bytes + size > MaxReportBatchBytes))
+                var size = WireSize.Report(next.Report.Update);
+                if (batch.Count > 0 && (!ReferenceEquals(batch[0].Via, next.Via) || batch.Count == MaxReportBatch || bytes + size > BatchLimit(next.Via)))
                 {
                     break;
                 }
@@ -521,10 +540,15 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
         }
     }
 
+    // A coordinator closes the connection on a frame beyond its max_frame (which `tatzelwurm --max-frame`
+    // can set far below the default), so a batch sized for the default would be refused, re-sent after
+    // the reconnect and refused again for ever.
+    private static long BatchLimit(Link via) => Math.Min(MaxReportBatchBytes, via.Connection.Welcome.MaxFrame);
+
     private void Send(List<Outgoing> batch)
     {
         var via = batch[0].Via;
-        Task<TaskUpdatesResult>? shared = null;
+        Task<IReadOnlyDictionary<int, ReportFailure>>? shared = null;
         if (via.Batches)
         {
             var reports = new TaskReport[batch.Count];
@@ -534,7 +558,7 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
                 reports[i] = new TaskReport(update.TaskId, update.Kind, update.ExitCode, update.Result, update.Error);
             }
 
-            shared = via.Connection.RequestAsync<TaskUpdatesResult>(id => new TaskUpdates(id, reports));
+            shared = SendBatchAsync(via.Connection, reports);
         }
 
         for (var i = 0; i < batch.Count; i++)
@@ -560,26 +584,71 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
         }
     }
 
+    // Indexed once per frame, so each of its tasks finds its own failure without a scan.
+    private static async Task<IReadOnlyDictionary<int, ReportFailure>> SendBatchAsync(Connection connection, TaskReport[] reports)
+    {
+        var result = await connection.RequestAsync<TaskUpdatesResult>(id => new TaskUpdates(id, reports));
+        if (result.Failed.Count == 0)
+        {
+            return NoFailures;
+        }
+
+        var failures = new Dictionary<int, ReportFailure>(result.Failed.Count);
+        foreach (var failure in result.Failed)
+        {
+            failures.TryAdd(failure.Index, failure);
+        }
+
+        return failures;
+    }
+
     // A coordinator without TaskUpdates gets one TaskUpdate per report, as before.
-    private static async Task<TaskUpdatesResult> SendOneAsync(Connection connection, TaskUpdate update)
+    private static async Task<IReadOnlyDictionary<int, ReportFailure>> SendOneAsync(Connection connection, TaskUpdate update)
     {
         await connection.RequestAsync<OkReply>(id => update with { RequestId = id });
         return NoFailures;
     }
 
+    // Fire and forget: whatever ends the loop, the flag is cleared (unless the loop handed it on), so a
+    // later report of the task starts a new loop instead of waiting behind a dead one.
     private async Task AcknowledgeAsync(RunningTask running)
+    {
+        var owned = true;
+        try
+        {
+            owned = await AcknowledgeInOrderAsync(running);
+        }
+        catch (Exception ex)
+        {
+            options.Log?.Invoke($"task {running.Task.Id}: acknowledging reports failed ({ex.GetType().Name}: {ex.Message})");
+        }
+        finally
+        {
+            if (owned)
+            {
+                lock (running.Gate)
+                {
+                    running.Acknowledging = false;
+                }
+            }
+        }
+    }
+
+    // Returns false once it has cleared Acknowledging itself (under the gate, together with the check
+    // that nothing is left to wait for, so a report sent meanwhile starts a new loop).
+    private async Task<bool> AcknowledgeInOrderAsync(RunningTask running)
     {
         while (true)
         {
             PendingReport head;
-            Task<TaskUpdatesResult> reply;
+            Task<IReadOnlyDictionary<int, ReportFailure>> reply;
             int index;
             lock (running.Gate)
             {
                 if (running.Unacknowledged.Count == 0 || running.Unacknowledged[0].Reply is null)
                 {
                     running.Acknowledging = false;
-                    return;
+                    return false;
                 }
 
                 head = running.Unacknowledged[0];
@@ -591,8 +660,7 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
             var via = head.Via;
             try
             {
-                var result = await reply;
-                if (result.Failed.Count > 0 && result.Failed.FirstOrDefault(f => f.Index == index) is { } failure)
+                if ((await reply).TryGetValue(index, out var failure))
                 {
                     throw new TatzelwurmException(failure.Code, failure.Message);
                 }
@@ -614,7 +682,14 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
                 }
 
                 SendReports(running);
-                return;
+                return false;
+            }
+            catch (TatzelwurmException ex)
+            {
+                // Any other refusal (Internal, InvalidRequest, ...) was not applied and would only be
+                // refused again if re-sent: drop it like a refused report, so the task's later reports
+                // are still acknowledged.
+                options.Log?.Invoke($"task {update.TaskId}: {update.Kind} not applied ({ex.Code}): {ex.Message}");
             }
             catch (ConnectionLostException)
             {
@@ -630,7 +705,7 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
                     SendReports(running);
                 }
 
-                return;
+                return false;
             }
 
             lock (running.Gate)

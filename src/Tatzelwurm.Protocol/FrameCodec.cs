@@ -15,6 +15,12 @@ public static class ProtocolConstants
 
     /// <summary>Default limit of a frame body (the coordinator's is configurable).</summary>
     public const int DefaultMaxFrame = 16 * 1024 * 1024;
+
+    /// <summary>
+    /// Most reports in one <see cref="TaskUpdates"/>; the coordinator refuses a longer list whole with
+    /// <see cref="ErrorCode.InvalidRequest"/>, because it applies one request in one step of its loop.
+    /// </summary>
+    public const int MaxReportsPerTaskUpdates = 4096;
 }
 
 /// <summary>What <see cref="FrameCodec.TryReadFrame"/> found at the front of a buffer.</summary>

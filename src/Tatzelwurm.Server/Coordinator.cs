@@ -18,9 +18,15 @@ public sealed partial class Coordinator : ICoordinatorInbox, IAsyncDisposable
     private const int MaxTypeLength = 256;
     private const int MaxTags = 64;
 
-    // An AssignTasks frame is closed at this many bytes of payload and type, so a batch never comes near
-    // a client's frame limit; a single larger task still goes alone, as it would in an AssignTask.
+    // An AssignTasks frame is closed at this estimate of its size or this many tasks, so a batch never
+    // comes near a client's frame limit (16 MiB unless it chose lower) and a worker with many slots
+    // takes a burst in several frames; a single larger task still goes alone, as in an AssignTask.
     private const int MaxAssignBatchBytes = 1 << 20;
+    private const int MaxAssignBatchTasks = 1024;
+
+    // An AssignTask's MessagePack encoding apart from its payload and type bytes, with every header at
+    // its widest: array header, task id, type and payload headers, attempt, no_reply.
+    private const int AssignEntryOverhead = 32;
     private static readonly TimeSpan SafetyPassInterval = TimeSpan.FromSeconds(5);
 
     private readonly Channel<ICommand> _inbox = Channel.CreateUnbounded<ICommand>(new UnboundedChannelOptions { SingleReader = true });
@@ -362,7 +368,8 @@ public sealed partial class Coordinator : ICoordinatorInbox, IAsyncDisposable
     // Each report is applied on its own, in order, exactly as a lone TaskUpdate would be: a refused one
     // changes nothing and is listed by its index, the others stand. The one reply is an Ack, so the
     // writer releases it only once every applied change is durable (held across a failed commit).
-    // Refusals of the whole request (not registered, store failing, no list) mean nothing was applied.
+    // Refusals of the whole request (not registered, store failing, no list, too long a list) mean
+    // nothing was applied.
     private void WorkerUpdates(Session client, SessionState session, TaskUpdates updates, DateTimeOffset now)
     {
         if (session.WorkerId is not { } workerId)
@@ -382,12 +389,33 @@ public sealed partial class Coordinator : ICoordinatorInbox, IAsyncDisposable
             return;
         }
 
+        if (updates.Reports.Count > ProtocolConstants.MaxReportsPerTaskUpdates)
+        {
+            Reply(client, new ErrorReply(updates.RequestId, ErrorCode.InvalidRequest,
+                $"TaskUpdates: {updates.Reports.Count} reports, at most {ProtocolConstants.MaxReportsPerTaskUpdates} per request"));
+            return;
+        }
+
         List<ReportFailure>? failed = null;
         for (var i = 0; i < updates.Reports.Count; i++)
         {
-            var refused = updates.Reports[i] is { } report
-                ? _state.WorkerUpdate(workerId, report.TaskId, (WorkerReport)(int)report.Kind, report.ExitCode, report.Result, report.Error, now)
-                : new Rejection(RejectionCode.InvalidRequest, "a report is nil");
+            Rejection? refused;
+            try
+            {
+                refused = updates.Reports[i] is { } report
+                    ? _state.WorkerUpdate(workerId, report.TaskId, (WorkerReport)(int)report.Kind, report.ExitCode, report.Result, report.Error, now)
+                    : new Rejection(RejectionCode.InvalidRequest, "a report is nil");
+            }
+            catch (Exception ex)
+            {
+                // A bug in one report must not answer the whole request with an immediate Error while
+                // the reports before it stay applied: it fails alone and the reply still waits for
+                // the commit of the others.
+                LogReportFailed(_logger, i, updates.Reports[i]!.TaskId, ex);
+                (failed ??= []).Add(new ReportFailure(i, ErrorCode.Internal, "internal error; see the coordinator's log"));
+                continue;
+            }
+
             if (refused is not null)
             {
                 (failed ??= []).Add(new ReportFailure(i, refused.Code.ToErrorCode(), refused.Message));
@@ -606,8 +634,8 @@ public sealed partial class Coordinator : ICoordinatorInbox, IAsyncDisposable
     private void Batch(ref Dictionary<Session, (List<AssignTask> Tasks, int Bytes)>? batches, Session session, AssignTask assign)
     {
         batches ??= [];
-        var size = assign.Payload.Length + assign.Type.Length;
-        if (batches.TryGetValue(session, out var open) && open.Bytes + size <= MaxAssignBatchBytes)
+        var size = AssignEntryOverhead + assign.Payload.Length + (3 * assign.Type.Length);
+        if (batches.TryGetValue(session, out var open) && open.Bytes + size <= MaxAssignBatchBytes && open.Tasks.Count < MaxAssignBatchTasks)
         {
             open.Tasks.Add(assign);
             batches[session] = (open.Tasks, open.Bytes + size);
@@ -695,4 +723,7 @@ public sealed partial class Coordinator : ICoordinatorInbox, IAsyncDisposable
 
     [LoggerMessage(Level = LogLevel.Error, Message = "command {Command} failed")]
     private static partial void LogCommandFailed(ILogger logger, string command, Exception exception);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "report {Index} (task {TaskId}) of a TaskUpdates failed")]
+    private static partial void LogReportFailed(ILogger logger, int index, long taskId, Exception exception);
 }

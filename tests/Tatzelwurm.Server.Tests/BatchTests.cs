@@ -162,6 +162,44 @@ public class BatchTests
         Assert.Equal((TaskState.Terminated, TaskState.Submit), (stored[ids[0]].State, stored[ids[1]].State));
     }
 
+    [Fact]
+    public async Task AssignTasks_MoreTasksInOneFlushThanAFrameHolds_SplitIntoFramesOfAtMost1024()
+    {
+        await using var coordinator = await TestCoordinator.StartAsync(configure: o => o with { MaxFrame = 1 << 20 });
+        var worker = await ConnectBatchingWorkerAsync(coordinator, "w1", slots: 1500);
+        var actioner = await coordinator.ConnectAsync();
+
+        var ids = await actioner.AddManyAsync(1500);
+
+        var frames = new List<AssignTasks>();
+        while (frames.Sum(f => f.Tasks.Count) < ids.Count)
+        {
+            frames.Add(await worker.ReceiveAsync<AssignTasks>());
+        }
+
+        Assert.Equal([1024, 476], frames.Select(f => f.Tasks.Count));
+        Assert.Equal(ids, frames.SelectMany(f => f.Tasks).Select(t => t.TaskId));
+    }
+
+    [Fact]
+    public async Task TaskUpdates_MoreThan4096Reports_RefusedWholeNothingApplied()
+    {
+        await using var coordinator = await TestCoordinator.StartAsync(configure: o => o with { MaxFrame = 1 << 20 });
+        var worker = await ConnectBatchingWorkerAsync(coordinator, "w1", slots: 1);
+        var actioner = await coordinator.ConnectAsync();
+        var id = await actioner.AddAsync();
+        await worker.ReceiveAsync<AssignTasks>();
+        var reports = new List<TaskReport> { new(id, TaskUpdateKind.Accepted, 0, null, null) };
+        reports.AddRange(Enumerable.Range(0, 4096).Select(i => new TaskReport(100_000 + i, TaskUpdateKind.Accepted, 0, null, null)));
+
+        var refused = await worker.RequestErrorAsync(rid => new TaskUpdates(rid, reports), ErrorCode.InvalidRequest);
+
+        Assert.Contains("4096", refused.Message, StringComparison.Ordinal);
+        Assert.Equal(TaskState.Submit, (await coordinator.TaskAsync(id)).State);
+        Assert.DoesNotContain((await worker.RequestAsync<TaskUpdatesResult>(rid => new TaskUpdates(rid, reports[..4096]))).Failed, f => f.Index == 0);
+        Assert.Equal(TaskState.Run, (await coordinator.TaskAsync(id)).State);
+    }
+
     private static async Task<PipeClient> ConnectBatchingWorkerAsync(TestCoordinator coordinator, string workerId, int slots)
     {
         var client = await coordinator.ConnectAsync(Roles.Worker);

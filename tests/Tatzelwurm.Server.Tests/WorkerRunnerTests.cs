@@ -225,6 +225,90 @@ public class WorkerRunnerTests
         }
     }
 
+    // Reports are batched within the coordinator's max_frame: a batch sized for the default limit would
+    // be closed with FrameTooLarge by a coordinator started with a lower --max-frame, and re-sent forever.
+    [Fact]
+    public async Task Worker_CoordinatorWithSmallMaxFrame_BatchesOfLargeResultsStayWithinIt()
+    {
+        await using var host = await TestHost.StartAsync(o => o with { MaxFrame = 16 * 1024 });
+        var actioner = await host.ClientAsync();
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var started = 0;
+        await using var worker = new RunningWorker(host.Connection(name: "worker"), "w-small", slots: 16, async (task, control) =>
+        {
+            // All sixteen finish together, so their Finished reports queue up behind one another.
+            if (Interlocked.Increment(ref started) == 16)
+            {
+                release.TrySetResult();
+            }
+
+            await release.Task.WaitAsync(control.Killed);
+            return TaskOutcomeReport.Completed(Enumerable.Repeat(task.Payload[0], 3000).ToArray());
+        });
+
+        var ids = await actioner.AddAsync(Enumerable.Range(0, 16).Select(i => new TaskSpec([(byte)i], "t", 0, [], DeliveryPolicy.Default, true, false)).ToList(), Ct);
+
+        for (var i = 0; i < ids.Count; i++)
+        {
+            var result = await actioner.WaitAsync(ids[i], cancellationToken: Ct).WaitAsync(PipeClient.Patience, Ct);
+            Assert.Equal(Enumerable.Repeat((byte)i, 3000), result.Result);
+        }
+    }
+
+    // A failure code the worker has no rule for (here Internal) drops that report, as for a refused one;
+    // it must not end the acknowledgement loop and leave the task's later reports unacknowledged.
+    [Fact]
+    public async Task Worker_ReportFailedWithUnexpectedCode_DroppedAndLaterReportsAcknowledged()
+    {
+        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        var connection = new ConnectionOptions { Server = $"127.0.0.1:{((System.Net.IPEndPoint)listener.LocalEndpoint).Port}", Token = "fake", ClientName = "worker" };
+        await using var worker = new RunningWorker(connection, "w-internal", slots: 1, (task, _) => Task.FromResult(TaskOutcomeReport.Completed(task.Payload)));
+        using var socket = await listener.AcceptSocketAsync(Ct);
+        await using var stream = new System.Net.Sockets.NetworkStream(socket);
+        var input = System.IO.Pipelines.PipeReader.Create(stream);
+
+        Assert.IsType<Hello>(await ReadFrameAsync(input));
+        await stream.WriteAsync(FrameCodec.EncodeFrame(new Welcome(1, "fake", 60_000, 600_000, ProtocolConstants.DefaultMaxFrame)), Ct);
+        var register = Assert.IsType<RegisterWorker>(await ReadFrameAsync(input));
+        await stream.WriteAsync(FrameCodec.EncodeFrame(new WorkerRegistered(register.RequestId, [], Batches: true)), Ct);
+        await stream.WriteAsync(FrameCodec.EncodeFrame(new AssignTasks([new AssignTask(7, "t", [7], 1, false)])), Ct);
+
+        var kinds = new List<TaskUpdateKind>();
+        while (!kinds.Contains(TaskUpdateKind.Finished))
+        {
+            var updates = Assert.IsType<TaskUpdates>(await ReadFrameAsync(input));
+            var failed = updates.Reports.Select((r, i) => (r, i)).Where(x => x.r.Kind == TaskUpdateKind.Accepted)
+                .Select(x => new ReportFailure(x.i, ErrorCode.Internal, "internal error; see the coordinator's log")).ToList();
+            kinds.AddRange(updates.Reports.Select(r => r.Kind));
+            await stream.WriteAsync(FrameCodec.EncodeFrame(new TaskUpdatesResult(updates.RequestId, failed)), Ct);
+        }
+
+        await worker.LogAsync("task 7: Accepted not applied (Internal)");
+        Assert.Equal([TaskUpdateKind.Accepted, TaskUpdateKind.Finished], kinds);
+
+        // The Finished was acknowledged, so the task is gone: the next registration holds nothing and
+        // nothing is sent again.
+        socket.Close();
+        using var again = await listener.AcceptSocketAsync(Ct);
+        await using var againStream = new System.Net.Sockets.NetworkStream(again);
+        var againInput = System.IO.Pipelines.PipeReader.Create(againStream);
+        Assert.IsType<Hello>(await ReadFrameAsync(againInput));
+        await againStream.WriteAsync(FrameCodec.EncodeFrame(new Welcome(1, "fake", 60_000, 600_000, ProtocolConstants.DefaultMaxFrame)), Ct);
+        Assert.Empty(Assert.IsType<RegisterWorker>(await ReadFrameAsync(againInput)).Held);
+        await input.CompleteAsync();
+        await againInput.CompleteAsync();
+    }
+
+    [Fact]
+    public async Task Worker_RunAsyncCalledTwice_SecondCallRefused()
+    {
+        using var worker = new Worker(new WorkerOptions { Connection = new ConnectionOptions { Server = "127.0.0.1:1", Token = "x" } }, (_, _) => Task.FromResult(TaskOutcomeReport.Completed()));
+        await worker.RunAsync(new CancellationToken(canceled: true));
+
+        await Assert.ThrowsAsync<InvalidOperationException>(() => worker.RunAsync(new CancellationToken(canceled: true)));
+    }
+
     // A coordinator from before the batched worker messages answers RegisterWorker with the 2-field
     // WorkerRegistered: the worker must keep to one TaskUpdate per report, which such a coordinator knows.
     [Fact]
@@ -238,9 +322,9 @@ public class WorkerRunnerTests
         await using var stream = new System.Net.Sockets.NetworkStream(socket);
         var input = System.IO.Pipelines.PipeReader.Create(stream);
 
-        Assert.IsType<Hello>(await ReadAsync(input));
+        Assert.IsType<Hello>(await ReadFrameAsync(input));
         await stream.WriteAsync(FrameCodec.EncodeFrame(new Welcome(1, "old", 60_000, 600_000, ProtocolConstants.DefaultMaxFrame)), Ct);
-        var register = Assert.IsType<RegisterWorker>(await ReadAsync(input));
+        var register = Assert.IsType<RegisterWorker>(await ReadFrameAsync(input));
         Assert.True(register.Batches);
         await stream.WriteAsync(RawFrames.Frame(RawFrames.Body(11, new object[] { register.RequestId, Array.Empty<object>() })), Ct);
         await stream.WriteAsync(FrameCodec.EncodeFrame(new AssignTask(7, "t", [7], 1, false)), Ct);
@@ -249,7 +333,7 @@ public class WorkerRunnerTests
         var reports = new List<(long, TaskUpdateKind)>();
         while (reports.Count < 4)
         {
-            var update = Assert.IsType<TaskUpdate>(await ReadAsync(input));
+            var update = Assert.IsType<TaskUpdate>(await ReadFrameAsync(input));
             reports.Add((update.TaskId, update.Kind));
             await stream.WriteAsync(FrameCodec.EncodeFrame(new OkReply(update.RequestId)), Ct);
         }
@@ -259,23 +343,24 @@ public class WorkerRunnerTests
         Assert.Equal([(8L, TaskUpdateKind.Accepted), (8L, TaskUpdateKind.Finished)], reports.Where(r => r.Item1 == 8));
         Assert.Equal(2, worker.Worker.Completed);
         await input.CompleteAsync();
+    }
 
-        static async Task<IMessage> ReadAsync(System.IO.Pipelines.PipeReader input)
+    // Reads the next frame a worker sends to a scripted coordinator.
+    private static async Task<IMessage> ReadFrameAsync(System.IO.Pipelines.PipeReader input)
+    {
+        while (true)
         {
-            while (true)
+            var read = await input.ReadAsync(Ct).AsTask().WaitAsync(PipeClient.Patience, Ct);
+            var buffer = read.Buffer;
+            if (FrameCodec.TryReadFrame(ref buffer, ProtocolConstants.DefaultMaxFrame, out var body, out _) == FrameStatus.Complete)
             {
-                var read = await input.ReadAsync(Ct).AsTask().WaitAsync(PipeClient.Patience, Ct);
-                var buffer = read.Buffer;
-                if (FrameCodec.TryReadFrame(ref buffer, ProtocolConstants.DefaultMaxFrame, out var body, out _) == FrameStatus.Complete)
-                {
-                    var message = FrameCodec.Decode(body);
-                    input.AdvanceTo(buffer.Start);
-                    return message;
-                }
-
-                Assert.False(read.IsCompleted, "the worker closed the connection");
-                input.AdvanceTo(buffer.Start, buffer.End);
+                var message = FrameCodec.Decode(body);
+                input.AdvanceTo(buffer.Start);
+                return message;
             }
+
+            Assert.False(read.IsCompleted, "the worker closed the connection");
+            input.AdvanceTo(buffer.Start, buffer.End);
         }
     }
 
