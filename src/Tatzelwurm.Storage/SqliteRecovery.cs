@@ -13,16 +13,14 @@ namespace Tatzelwurm.Storage;
 /// </summary>
 internal static class SqliteRecovery
 {
+    // Both tables are keyed by id and read in that order: each task_state lookup lands next to the
+    // previous one. LEFT JOIN so a task without its state row is reported, not skipped.
     private const string SelectRange = """
-        SELECT id, state, type, priority, tags, payload, policy, no_reply, exit_code, result, error,
-               worker_id, attempts, layers, pending_control, kill_requested_at, reason, created_at, updated_at
-        FROM tasks WHERE id >= ?1 AND id < ?2 ORDER BY id
-        """;
-
-    // Primary-key order, stepped alongside SelectRange: a merge join without a sort or a lookup.
-    private const string SelectHistoryRange = """
-        SELECT task_id, seq, state, at, reason
-        FROM task_history WHERE task_id >= ?1 AND task_id < ?2 ORDER BY task_id, seq
+        SELECT t.id, s.state, t.type, t.priority, t.tags, t.payload, t.policy, t.no_reply, s.exit_code, s.result, s.error,
+               s.worker_id, s.attempts, s.layers, s.pending_control, s.kill_requested_at, s.reason, t.created_at, s.updated_at,
+               s.history_count, s.history
+        FROM tasks AS t LEFT JOIN task_state AS s ON s.id = t.id
+        WHERE t.id >= ?1 AND t.id < ?2 ORDER BY t.id
         """;
 
     // Below this many ids one scan is cheaper than starting threads.
@@ -157,47 +155,33 @@ internal static class SqliteRecovery
         Check(db, raw.sqlite3_prepare_v2(db, SelectRange, out var stmt));
         using (stmt)
         {
-            Check(db, raw.sqlite3_prepare_v2(db, SelectHistoryRange, out var historyStmt));
-            using (historyStmt)
+            raw.sqlite3_bind_int64(stmt, 1, from);
+            raw.sqlite3_bind_int64(stmt, 2, to);
+            var added = false;
+            stmt.DangerousAddRef(ref added);
+            try
             {
-                raw.sqlite3_bind_int64(stmt, 1, from);
-                raw.sqlite3_bind_int64(stmt, 2, to);
-                raw.sqlite3_bind_int64(historyStmt, 1, from);
-                raw.sqlite3_bind_int64(historyStmt, 2, to);
-
-                bool added = false, historyAdded = false;
-                stmt.DangerousAddRef(ref added);
-                historyStmt.DangerousAddRef(ref historyAdded);
-                try
+                var handle = stmt.DangerousGetHandle();
+                int rc;
+                while ((rc = NativeSqlite.Step(handle)) == raw.SQLITE_ROW)
                 {
-                    var handle = stmt.DangerousGetHandle();
-                    var history = new HistoryCursor(db, historyStmt.DangerousGetHandle());
-                    int rc;
-                    while ((rc = NativeSqlite.Step(handle)) == raw.SQLITE_ROW)
+                    tasks.Add(rows.Read(handle));
+                    if ((tasks.Count & 0xFFFF) == 0)
                     {
-                        tasks.Add(rows.Read(handle, history));
-                        if ((tasks.Count & 0xFFFF) == 0)
-                        {
-                            cancellationToken.ThrowIfCancellationRequested();
-                        }
-                    }
-
-                    if (rc != raw.SQLITE_DONE)
-                    {
-                        Check(db, rc);
+                        cancellationToken.ThrowIfCancellationRequested();
                     }
                 }
-                finally
-                {
-                    if (historyAdded)
-                    {
-                        historyStmt.DangerousRelease();
-                    }
 
-                    if (added)
-                    {
-                        stmt.DangerousRelease();
-                    }
+                if (rc != raw.SQLITE_DONE)
+                {
+                    Check(db, rc);
+                }
+            }
+            finally
+            {
+                if (added)
+                {
+                    stmt.DangerousRelease();
                 }
             }
         }
@@ -210,47 +194,6 @@ internal static class SqliteRecovery
         if (rc != raw.SQLITE_OK)
         {
             throw new SqliteException(raw.sqlite3_errmsg(db).utf8_to_string(), rc, raw.sqlite3_extended_errcode(db));
-        }
-    }
-
-    /// <summary>task_history rows in (task_id, seq) order, consumed task by task.</summary>
-    private sealed class HistoryCursor(sqlite3 db, IntPtr stmt)
-    {
-        private bool _started;
-        private bool _done;
-
-        /// <summary>Moves past the entries of tasks before <paramref name="id"/>; true while the current row is one of <paramref name="id"/>'s.</summary>
-        public bool At(long id)
-        {
-            if (!_started)
-            {
-                _started = true;
-                Advance();
-            }
-
-            // Entries of a task without a row cannot be written (a purge deletes both in one
-            // transaction); skipping them keeps a damaged file loadable.
-            while (!_done && NativeSqlite.ColumnInt64(stmt, 0) < id)
-            {
-                Advance();
-            }
-
-            return !_done && NativeSqlite.ColumnInt64(stmt, 0) == id;
-        }
-
-        public IntPtr Row => stmt;
-
-        public void Advance()
-        {
-            var rc = NativeSqlite.Step(stmt);
-            if (rc == raw.SQLITE_DONE)
-            {
-                _done = true;
-            }
-            else if (rc != raw.SQLITE_ROW)
-            {
-                Check(db, rc);
-            }
         }
     }
 
@@ -294,34 +237,15 @@ internal static class SqliteRecovery
             return tags;
         }
 
-        // Column numbers are SelectHistoryRange's.
-        private Transition[] ReadHistory(long id, HistoryCursor cursor)
-        {
-            _history.Clear();
-            while (cursor.At(id))
-            {
-                var h = cursor.Row;
-                var seq = NativeSqlite.ColumnInt64(h, 1);
-                var state = NativeSqlite.ColumnInt(h, 2);
-                if (seq != _history.Count || state is < (int)TaskState.Created or > (int)TaskState.Terminated)
-                {
-                    throw new StoreException($"task {id} has a damaged history (entry {seq}: state {state})");
-                }
-
-                _history.Add(new Transition(
-                    (TaskState)state,
-                    DateTimeOffset.FromUnixTimeMilliseconds(NativeSqlite.ColumnInt64(h, 3)),
-                    NativeSqlite.IsNull(h, 4) ? null : _pool.Intern(NativeSqlite.ColumnSpan(h, 4))));
-                cursor.Advance();
-            }
-
-            return [.. _history];
-        }
-
         // Column numbers are SelectRange's.
-        public TaskRecord Read(IntPtr s, HistoryCursor history)
+        public TaskRecord Read(IntPtr s)
         {
             var id = NativeSqlite.ColumnInt64(s, 0);
+            if (NativeSqlite.IsNull(s, 1))
+            {
+                throw new StoreException($"task {id} has no task_state row");
+            }
+
             var state = NativeSqlite.ColumnInt(s, 1);
             if (state is < (int)TaskState.Created or > (int)TaskState.Terminated)
             {
@@ -349,7 +273,7 @@ internal static class SqliteRecovery
                 Reason = NativeSqlite.IsNull(s, 16) ? null : _pool.Intern(NativeSqlite.ColumnSpan(s, 16)),
                 CreatedAt = DateTimeOffset.FromUnixTimeMilliseconds(NativeSqlite.ColumnInt64(s, 17)),
                 UpdatedAt = DateTimeOffset.FromUnixTimeMilliseconds(NativeSqlite.ColumnInt64(s, 18)),
-                History = ReadHistory(id, history),
+                History = HistoryBlob.Read(id, NativeSqlite.ColumnSpan(s, 20), NativeSqlite.ColumnInt64(s, 19), _pool, _history),
             };
         }
     }

@@ -50,22 +50,63 @@ internal static class SqliteSchema
         ) WITHOUT ROWID;
         INSERT INTO meta (key, value) VALUES ('last_task_id', 0);
         """,
-        // v2: history in its own append-only table, so a transition inserts its one new entry
-        // instead of rewriting the whole JSON history (and the row around it). json_each walks
-        // each array in order and tasks in id order, so the rows go in primary-key order.
+        // v2: the columns a transition changes and the history (a binary blob, see HistoryBlob)
+        // move to a narrow row in task_state; tasks keeps what is fixed at creation and is written
+        // once. With a backlog a commit then rewrites small rows only (docs/storage.md). The blob
+        // is built here with the same bytes HistoryBlob writes: format byte 01, then per entry
+        // state (| 0x80 with a reason), 8-byte big-endian unix ms, LEB128 length and UTF-8 reason.
         """
-        CREATE TABLE task_history (
-            task_id INTEGER NOT NULL, -- tasks.id
-            seq     INTEGER NOT NULL, -- position in the task's history, from 0
-            state   INTEGER NOT NULL, -- TaskState entered
-            at      INTEGER NOT NULL, -- unix ms
-            reason  TEXT,
-            PRIMARY KEY (task_id, seq)
-        ) WITHOUT ROWID;
-        INSERT INTO task_history (task_id, seq, state, at, reason)
-            SELECT t.id, h.key, json_extract(h.value, '$[0]'), json_extract(h.value, '$[1]'), json_extract(h.value, '$[2]')
-            FROM tasks AS t, json_each(t.history) AS h;
-        ALTER TABLE tasks DROP COLUMN history;
+        CREATE TABLE task_state (
+            id                INTEGER PRIMARY KEY, -- tasks.id
+            state             INTEGER NOT NULL, -- TaskState: 0 created, 1 ready, 2 submit, 3 run, 4 pause, 5 terminated
+            worker_id         TEXT,
+            exit_code         INTEGER,
+            result            BLOB,
+            error             TEXT,
+            attempts          INTEGER NOT NULL,
+            layers            INTEGER NOT NULL,
+            pending_control   INTEGER NOT NULL, -- PendingControl: 0 none, 1 pause, 2 play, 3 kill
+            kill_requested_at INTEGER,          -- unix ms
+            reason            TEXT,
+            updated_at        INTEGER NOT NULL, -- unix ms
+            history_count     INTEGER NOT NULL, -- entries in history
+            history           BLOB    NOT NULL  -- binary, see docs/storage.md
+        );
+        INSERT INTO task_state (id, state, worker_id, exit_code, result, error, attempts, layers, pending_control,
+                                kill_requested_at, reason, updated_at, history_count, history)
+            SELECT t.id, t.state, t.worker_id, t.exit_code, t.result, t.error, t.attempts, t.layers, t.pending_control,
+                   t.kill_requested_at, t.reason, t.updated_at, json_array_length(t.history),
+                   unhex('01' || ifnull((
+                       SELECT group_concat(
+                           printf('%02X%016X', e.s | iif(e.r IS NULL, 0, 128), e.a)
+                           || iif(e.r IS NULL, '', CASE
+                               WHEN e.n < 128 THEN printf('%02X', e.n)
+                               WHEN e.n < 16384 THEN printf('%02X%02X', (e.n & 127) | 128, e.n >> 7)
+                               WHEN e.n < 2097152 THEN printf('%02X%02X%02X', (e.n & 127) | 128, ((e.n >> 7) & 127) | 128, e.n >> 14)
+                               WHEN e.n < 268435456 THEN printf('%02X%02X%02X%02X', (e.n & 127) | 128, ((e.n >> 7) & 127) | 128,
+                                                                ((e.n >> 14) & 127) | 128, e.n >> 21)
+                               ELSE printf('%02X%02X%02X%02X%02X', (e.n & 127) | 128, ((e.n >> 7) & 127) | 128,
+                                           ((e.n >> 14) & 127) | 128, ((e.n >> 21) & 127) | 128, e.n >> 28)
+                               END || hex(e.r)),
+                           '' ORDER BY e.k)
+                       FROM (SELECT h.key AS k, json_extract(h.value, '$[0]') AS s, json_extract(h.value, '$[1]') AS a,
+                                    json_extract(h.value, '$[2]') AS r, length(CAST(json_extract(h.value, '$[2]') AS BLOB)) AS n
+                             FROM json_each(t.history) AS h) AS e), ''))
+            FROM tasks AS t ORDER BY t.id;
+        CREATE TABLE tasks_v2 (
+            id         INTEGER PRIMARY KEY,
+            type       TEXT    NOT NULL,
+            priority   INTEGER NOT NULL,
+            tags       TEXT    NOT NULL, -- JSON array of strings
+            payload    BLOB    NOT NULL,
+            policy     INTEGER NOT NULL, -- DeliveryPolicy: 1 at-most-once, 2 at-least-once
+            no_reply   INTEGER NOT NULL, -- 0 or 1
+            created_at INTEGER NOT NULL  -- unix ms
+        );
+        INSERT INTO tasks_v2 (id, type, priority, tags, payload, policy, no_reply, created_at)
+            SELECT id, type, priority, tags, payload, policy, no_reply, created_at FROM tasks ORDER BY id;
+        DROP TABLE tasks;
+        ALTER TABLE tasks_v2 RENAME TO tasks;
         """,
     ];
 

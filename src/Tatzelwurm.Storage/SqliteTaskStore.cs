@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Globalization;
 using Microsoft.Data.Sqlite;
 using SQLitePCL;
@@ -15,22 +16,28 @@ public sealed class SqliteTaskStore : ITaskStore
     // of the coordinator's CPU. OR REPLACE: re-writing an image (a retried or replayed batch)
     // overwrites it instead of failing every later commit on a constraint.
     private const string InsertTaskSql = """
-        INSERT OR REPLACE INTO tasks (id, type, priority, tags, payload, policy, no_reply, created_at,
-                                      state, worker_id, exit_code, result, error, attempts, layers, pending_control, kill_requested_at, reason, updated_at)
-        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
+        INSERT OR REPLACE INTO tasks (id, type, priority, tags, payload, policy, no_reply, created_at)
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
         """;
 
-    // The columns a transition can change (the rest are fixed at creation), in the same order as
-    // the second half of InsertTaskSql so one method binds both.
-    private const string UpdateTaskSql = """
-        UPDATE tasks SET state = ?2, worker_id = ?3, exit_code = ?4, result = ?5, error = ?6, attempts = ?7, layers = ?8,
-                         pending_control = ?9, kill_requested_at = ?10, reason = ?11, updated_at = ?12
-        WHERE id = ?1
+    private const string InsertStateSql = """
+        INSERT OR REPLACE INTO task_state (id, state, worker_id, exit_code, result, error, attempts, layers, pending_control,
+                                           kill_requested_at, reason, updated_at, history_count, history)
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
         """;
 
-    private const string InsertHistorySql = "INSERT OR REPLACE INTO task_history (task_id, seq, state, at, reason) VALUES (?1, ?2, ?3, ?4, ?5)";
+    // Same parameters as InsertStateSql plus the stored entry count; ?14 holds only the new
+    // entries. The count condition makes a re-commit of an already committed batch (its base is
+    // stale) change nothing, so the caller rewrites the row instead of appending entries twice.
+    // CAST: || yields TEXT, which would keep the bytes but end length() at the first zero byte.
+    private const string UpdateStateSql = """
+        UPDATE task_state SET state = ?2, worker_id = ?3, exit_code = ?4, result = ?5, error = ?6, attempts = ?7, layers = ?8,
+                              pending_control = ?9, kill_requested_at = ?10, reason = ?11, updated_at = ?12,
+                              history_count = ?13, history = CAST(history || ?14 AS BLOB)
+        WHERE id = ?1 AND history_count = ?15
+        """;
 
-    private const string DeleteHistorySql = "DELETE FROM task_history WHERE task_id = ?1";
+    private const string DeleteStateSql = "DELETE FROM task_state WHERE id = ?1";
 
     private const string DeleteTaskSql = "DELETE FROM tasks WHERE id = ?1";
 
@@ -402,19 +409,20 @@ public sealed class SqliteTaskStore : ITaskStore
     {
         private readonly IntPtr _db;
         private readonly Statement _insertTask;
-        private readonly Statement _updateTask;
-        private readonly Statement _insertHistory;
-        private readonly Statement _deleteHistory;
+        private readonly Statement _insertState;
+        private readonly Statement _updateState;
+        private readonly Statement _deleteState;
         private readonly Statement _deleteTask;
+        private readonly ArrayBufferWriter<byte> _history = new(256);
 
         public Writer(SqliteConnection connection)
         {
             Connection = connection;
             _db = connection.Handle!.DangerousGetHandle();
             _insertTask = new Statement(connection, InsertTaskSql);
-            _updateTask = new Statement(connection, UpdateTaskSql);
-            _insertHistory = new Statement(connection, InsertHistorySql);
-            _deleteHistory = new Statement(connection, DeleteHistorySql);
+            _insertState = new Statement(connection, InsertStateSql);
+            _updateState = new Statement(connection, UpdateStateSql);
+            _deleteState = new Statement(connection, DeleteStateSql);
             _deleteTask = new Statement(connection, DeleteTaskSql);
             TagSet = Command("INSERT INTO tag_limits (tag, max_running) VALUES ($tag, $max) ON CONFLICT (tag) DO UPDATE SET max_running = excluded.max_running");
             TagSetTag = TagSet.Parameters.Add("$tag", SqliteType.Text);
@@ -450,38 +458,29 @@ public sealed class SqliteTaskStore : ITaskStore
         }
 
         /// <summary>
-        /// Writes what changed since the stored image the upsert names: a new task's whole row and
-        /// history; otherwise the mutable columns and the history entries after the stored ones.
+        /// Writes what changed since the stored image the upsert names: a new task's two rows;
+        /// otherwise its task_state row, appending the history entries after the stored ones.
         /// </summary>
         public void Write(TaskUpsert upsert, JsonColumns json)
         {
             var t = upsert.Task;
-            if (upsert.IsNew)
+            if (!upsert.IsNew && upsert.StoredHistory <= t.History.Count)
             {
-                InsertTask(t, json);
-                InsertHistory(t, 0);
-                return;
+                UpdateState(t, upsert.StoredHistory);
+                if (NativeSqlite.Changes(_db) != 0)
+                {
+                    return;
+                }
+
+                // No row with that many entries: it is missing although the batch says it is
+                // stored, or this batch was committed before (a retry). Either way the whole task
+                // is right and appending would not be.
             }
 
-            UpdateTask(t);
-            if (NativeSqlite.Changes(_db) == 0)
-            {
-                // The row is missing although the batch says it is stored: write it all rather
-                // than lose it.
-                InsertTask(t, json);
-                DeleteHistory(t.Id);
-                InsertHistory(t, 0);
-            }
-            else if (upsert.StoredHistory > t.History.Count)
-            {
-                // History only grows in Core today; if it ever shrinks, rewrite it.
-                DeleteHistory(t.Id);
-                InsertHistory(t, 0);
-            }
-            else
-            {
-                InsertHistory(t, upsert.StoredHistory);
-            }
+            // New, fallen back from the update above, or a history shorter than the stored one
+            // (Core never shrinks it; rewriting is the safe answer if it ever does).
+            InsertTask(t, json);
+            InsertState(t);
         }
 
         public void Delete(long id)
@@ -489,7 +488,9 @@ public sealed class SqliteTaskStore : ITaskStore
             var s = _deleteTask.Handle;
             Check(NativeSqlite.BindInt64(s, 1, id));
             Run(s);
-            DeleteHistory(id);
+            s = _deleteState.Handle;
+            Check(NativeSqlite.BindInt64(s, 1, id));
+            Run(s);
         }
 
         private void InsertTask(TaskRecord t, JsonColumns json)
@@ -503,61 +504,52 @@ public sealed class SqliteTaskStore : ITaskStore
             rc |= NativeSqlite.BindInt64(s, 6, (int)t.Policy);
             rc |= NativeSqlite.BindInt64(s, 7, t.NoReply ? 1 : 0);
             rc |= NativeSqlite.BindInt64(s, 8, t.CreatedAt.ToUnixTimeMilliseconds());
-            rc |= BindMutable(s, 9, t);
             Check(rc);
             Run(s);
         }
 
-        private void UpdateTask(TaskRecord t)
+        private void InsertState(TaskRecord t)
         {
-            var s = _updateTask.Handle;
+            var s = _insertState.Handle;
+            _history.ResetWrittenCount();
+            HistoryBlob.Write(_history, t.History, 0, header: true);
+            var rc = BindState(s, t, _history.WrittenSpan);
+            Check(rc);
+            Run(s);
+        }
+
+        private void UpdateState(TaskRecord t, int stored)
+        {
+            var s = _updateState.Handle;
+            _history.ResetWrittenCount();
+            HistoryBlob.Write(_history, t.History, stored, header: false);
+            var rc = BindState(s, t, _history.WrittenSpan);
+            rc |= NativeSqlite.BindInt64(s, 15, stored);
+            Check(rc);
+            Run(s);
+        }
+
+        // id, state, worker_id, exit_code, result, error, attempts, layers, pending_control,
+        // kill_requested_at, reason, updated_at, history_count, history: parameters 1 .. 14 of
+        // both state statements. Bind results are OR-ed: any non-zero is a failure, reported by
+        // Check with SQLite's message.
+        private static int BindState(IntPtr s, TaskRecord t, ReadOnlySpan<byte> history)
+        {
             var rc = NativeSqlite.BindInt64(s, 1, t.Id);
-            rc |= BindMutable(s, 2, t);
-            Check(rc);
-            Run(s);
-        }
-
-        // state, worker_id, exit_code, result, error, attempts, layers, pending_control,
-        // kill_requested_at, reason, updated_at: parameters first .. first + 10. Bind results are
-        // OR-ed: any non-zero is a failure, reported by Check with SQLite's message.
-        private static int BindMutable(IntPtr s, int first, TaskRecord t)
-        {
-            var rc = NativeSqlite.BindInt64(s, first, (int)t.State);
-            rc |= NativeSqlite.BindText(s, first + 1, t.WorkerId);
-            rc |= BindOptional(s, first + 2, t.ExitCode);
-            rc |= t.Result is { } result ? NativeSqlite.BindBlob(s, first + 3, result) : NativeSqlite.BindNull(s, first + 3);
-            rc |= NativeSqlite.BindText(s, first + 4, t.Error);
-            rc |= NativeSqlite.BindInt64(s, first + 5, t.Attempts);
-            rc |= NativeSqlite.BindInt64(s, first + 6, t.Layers);
-            rc |= NativeSqlite.BindInt64(s, first + 7, (int)t.PendingControl);
-            rc |= BindOptional(s, first + 8, t.KillRequestedAt?.ToUnixTimeMilliseconds());
-            rc |= NativeSqlite.BindText(s, first + 9, t.Reason);
-            rc |= NativeSqlite.BindInt64(s, first + 10, t.UpdatedAt.ToUnixTimeMilliseconds());
+            rc |= NativeSqlite.BindInt64(s, 2, (int)t.State);
+            rc |= NativeSqlite.BindText(s, 3, t.WorkerId);
+            rc |= BindOptional(s, 4, t.ExitCode);
+            rc |= t.Result is { } result ? NativeSqlite.BindBlob(s, 5, result) : NativeSqlite.BindNull(s, 5);
+            rc |= NativeSqlite.BindText(s, 6, t.Error);
+            rc |= NativeSqlite.BindInt64(s, 7, t.Attempts);
+            rc |= NativeSqlite.BindInt64(s, 8, t.Layers);
+            rc |= NativeSqlite.BindInt64(s, 9, (int)t.PendingControl);
+            rc |= BindOptional(s, 10, t.KillRequestedAt?.ToUnixTimeMilliseconds());
+            rc |= NativeSqlite.BindText(s, 11, t.Reason);
+            rc |= NativeSqlite.BindInt64(s, 12, t.UpdatedAt.ToUnixTimeMilliseconds());
+            rc |= NativeSqlite.BindInt64(s, 13, t.History.Count);
+            rc |= NativeSqlite.BindBlob(s, 14, history);
             return rc;
-        }
-
-        private void InsertHistory(TaskRecord t, int from)
-        {
-            var s = _insertHistory.Handle;
-            var history = t.History;
-            for (var seq = from; seq < history.Count; seq++)
-            {
-                var h = history[seq];
-                var rc = NativeSqlite.BindInt64(s, 1, t.Id);
-                rc |= NativeSqlite.BindInt64(s, 2, seq);
-                rc |= NativeSqlite.BindInt64(s, 3, (int)h.State);
-                rc |= NativeSqlite.BindInt64(s, 4, h.At.ToUnixTimeMilliseconds());
-                rc |= NativeSqlite.BindText(s, 5, h.Reason);
-                Check(rc);
-                Run(s);
-            }
-        }
-
-        private void DeleteHistory(long id)
-        {
-            var s = _deleteHistory.Handle;
-            Check(NativeSqlite.BindInt64(s, 1, id));
-            Run(s);
         }
 
         private static int BindOptional(IntPtr s, int index, long? value) =>
@@ -597,9 +589,9 @@ public sealed class SqliteTaskStore : ITaskStore
         {
             // Statements first: a connection with unfinalized statements does not really close.
             _insertTask.Dispose();
-            _updateTask.Dispose();
-            _insertHistory.Dispose();
-            _deleteHistory.Dispose();
+            _insertState.Dispose();
+            _updateState.Dispose();
+            _deleteState.Dispose();
             _deleteTask.Dispose();
             TagSet.Dispose();
             TagDelete.Dispose();

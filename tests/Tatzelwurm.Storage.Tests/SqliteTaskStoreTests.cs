@@ -167,7 +167,7 @@ public sealed class SqliteTaskStoreTests : IDisposable
         using (var c = new SqliteConnection($"Data Source={DbPath};Pooling=false"))
         {
             c.Open();
-            Scalar(c, "UPDATE tasks SET state = 42");
+            Scalar(c, "UPDATE task_state SET state = 42");
         }
 
         var ex = await Assert.ThrowsAsync<StoreException>(() => store.LoadAsync(Ct));
@@ -209,12 +209,17 @@ public sealed class SqliteTaskStoreTests : IDisposable
     }
 
     [Fact]
-    public async Task Migrate_RealV1FileWithJsonHistory_MovesHistoryIntoItsTableAndLoadsTheSame()
+    public async Task Migrate_RealV1FileWithJsonHistory_MovesStateAndHistoryBlobIntoTaskStateAndLoadsTheSame()
     {
         // A file exactly as v1 wrote it: the v1 SQL, rows with the history as JSON text.
         var full = Full(1, TaskState.Terminated);
         var minimal = Minimal(2);
         var oneEntry = Minimal(3) with { History = [new Transition(TaskState.Created, T0, "")] };
+        // Reasons whose UTF-8 lengths take 2 and 3 bytes of varint (ü is 2 bytes).
+        var longReasons = Minimal(4) with
+        {
+            History = [new Transition(TaskState.Created, T0, new string('ü', 100)), new Transition(TaskState.Ready, T0.AddSeconds(1), new string('x', 20_000))],
+        };
         using (var c = new SqliteConnection($"Data Source={DbPath};Pooling=false"))
         {
             c.Open();
@@ -226,22 +231,25 @@ public sealed class SqliteTaskStoreTests : IDisposable
                 + $"[5,{T0.AddSeconds(6).ToUnixTimeMilliseconds()},\"ünïcödé ✓ \\\"and\\\" \\\\ <tags>\"]]')");
             Scalar(c, $"INSERT INTO tasks VALUES (2, 0, 't', 0, '[]', x'', 1, 0, NULL, NULL, NULL, NULL, 0, 0, 0, NULL, NULL, {T0.ToUnixTimeMilliseconds()}, {T0.ToUnixTimeMilliseconds()}, '[]')");
             Scalar(c, $"INSERT INTO tasks VALUES (3, 0, 't', 0, '[]', x'', 1, 0, NULL, NULL, NULL, NULL, 0, 0, 0, NULL, NULL, {T0.ToUnixTimeMilliseconds()}, {T0.ToUnixTimeMilliseconds()}, '[[0,{T0.ToUnixTimeMilliseconds()},\"\"]]')");
-            Scalar(c, "UPDATE meta SET value = 3");
+            Scalar(c, $"INSERT INTO tasks VALUES (4, 0, 't', 0, '[]', x'', 1, 0, NULL, NULL, NULL, NULL, 0, 0, 0, NULL, NULL, {T0.ToUnixTimeMilliseconds()}, {T0.ToUnixTimeMilliseconds()}, "
+                + $"json_array(json_array(0, {T0.ToUnixTimeMilliseconds()}, '{new string('ü', 100)}'), json_array(1, {T0.AddSeconds(1).ToUnixTimeMilliseconds()}, '{new string('x', 20_000)}')))");
+            Scalar(c, "UPDATE meta SET value = 4");
             Assert.Equal(1L, Scalar(c, "PRAGMA user_version"));
         }
 
         await using var store = SqliteTaskStore.Open(new SqliteStoreOptions(DbPath));
 
-        Same(new StoreSnapshot([full, minimal, oneEntry], new Dictionary<string, int>(), 3), await store.LoadAsync(Ct));
+        Same(new StoreSnapshot([full, minimal, oneEntry, longReasons], new Dictionary<string, int>(), 4), await store.LoadAsync(Ct));
         using var check = new SqliteConnection($"Data Source={DbPath};Mode=ReadOnly;Pooling=false");
         check.Open();
         Assert.Equal((long)SqliteSchema.CurrentVersion, Scalar(check, "PRAGMA user_version"));
-        Assert.Equal(0L, Scalar(check, "SELECT count(*) FROM pragma_table_info('tasks') WHERE name = 'history'"));
-        Assert.Equal(4L, Scalar(check, "SELECT count(*) FROM task_history"));
+        Assert.Equal("id,type,priority,tags,payload,policy,no_reply,created_at", Scalar(check, "SELECT group_concat(name, ',') FROM pragma_table_info('tasks')"));
+        Assert.Equal(6L, Scalar(check, "SELECT sum(history_count) FROM task_state"));
+        Assert.Equal(0L, Scalar(check, "SELECT count(*) FROM sqlite_schema WHERE name IN ('tasks_v2', 'task_history')"));
     }
 
     [Fact]
-    public async Task Delete_Task_RemovesItsHistoryToo()
+    public async Task Delete_Task_RemovesItsStateRowToo()
     {
         await using var store = SqliteTaskStore.Open(new SqliteStoreOptions(DbPath));
         await store.CommitAsync(Batch([Full(1), Full(2)]), Ct);
@@ -250,8 +258,99 @@ public sealed class SqliteTaskStoreTests : IDisposable
 
         using var c = new SqliteConnection($"Data Source={DbPath};Mode=ReadOnly;Pooling=false");
         c.Open();
-        Assert.Equal(0L, Scalar(c, "SELECT count(*) FROM task_history WHERE task_id = 1"));
-        Assert.Equal(3L, Scalar(c, "SELECT count(*) FROM task_history WHERE task_id = 2"));
+        Assert.Equal(0L, Scalar(c, "SELECT count(*) FROM task_state WHERE id = 1"));
+        Assert.Equal(3L, Scalar(c, "SELECT history_count FROM task_state WHERE id = 2"));
+    }
+
+    [Fact]
+    public async Task Commit_SameBatchTwice_DoesNotAppendTheHistoryTwice()
+    {
+        // A batch whose commit succeeded although its caller saw a failure comes again with the
+        // same base: the stored entry count no longer matches, so the task is rewritten whole.
+        await using var store = SqliteTaskStore.Open(new SqliteStoreOptions(DbPath));
+        var stored = Full(1, TaskState.Ready);
+        await store.CommitAsync(Batch([stored]), Ct);
+        var next = Moved(Moved(stored, TaskState.Submit), TaskState.Run, "go");
+        var batch = Batch(updates: [Updated(stored, next)]);
+
+        await store.CommitAsync(batch, Ct);
+        await store.CommitAsync(batch, Ct);
+
+        Same(next, Assert.Single((await store.LoadAsync(Ct)).Tasks));
+        using var c = new SqliteConnection($"Data Source={DbPath};Mode=ReadOnly;Pooling=false");
+        c.Open();
+        Assert.Equal(5L, Scalar(c, "SELECT history_count FROM task_state WHERE id = 1"));
+    }
+
+    [Fact]
+    public void HistoryBlob_RoundTrips()
+    {
+        Transition[] history =
+        [
+            new(TaskState.Created, T0, null),
+            new(TaskState.Ready, T0.AddMilliseconds(1), ""),
+            new(TaskState.Pause, DateTimeOffset.UnixEpoch.AddYears(-1), "ünïcödé ✓"),
+            new(TaskState.Terminated, T0.AddDays(400), new string('r', 300)),
+        ];
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>();
+
+        // Written in two appends, as two commits do.
+        HistoryBlob.Write(buffer, history[..1], 0, header: true);
+        HistoryBlob.Write(buffer, history, 1, header: false);
+
+        Assert.Equal(HistoryBlob.Format, buffer.WrittenSpan[0]);
+        Assert.Equal(history, HistoryBlob.Read(1, buffer.WrittenSpan, history.Length, new StringPool(), []));
+        Assert.Empty(HistoryBlob.Read(1, [HistoryBlob.Format], 0, new StringPool(), []));
+    }
+
+    [Theory]
+    [InlineData("", 0, "empty")]
+    [InlineData("02", 0, "unknown format 2")]
+    [InlineData("01 00 0000000000", 1, "entry 0 is truncated")]
+    [InlineData("01 06 0000000000000000", 1, "unknown state 6")]
+    [InlineData("01 80 0000000000000000", 1, "reason length is truncated")]
+    [InlineData("01 80 0000000000000000 05 6162", 1, "runs past the end")]
+    [InlineData("01 80 0000000000000000 FFFFFFFFFF01", 1, "reason length is truncated or too long")]
+    [InlineData("01 00 0000000000000000", 2, "1 entries where the row says 2")]
+    public void HistoryBlob_Damaged_IsRefused(string hex, long count, string message)
+    {
+        var blob = Convert.FromHexString(hex.Replace(" ", "", StringComparison.Ordinal));
+
+        var ex = Assert.Throws<StoreException>(() => HistoryBlob.Read(7, blob, count, new StringPool(), []));
+
+        Assert.Contains("task 7 has a damaged history", ex.Message, StringComparison.Ordinal);
+        Assert.Contains(message, ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Load_DamagedHistoryBlob_IsRefusedWithTheTask()
+    {
+        await (await CommitOneAsync()).DisposeAsync();
+        using (var c = new SqliteConnection($"Data Source={DbPath};Pooling=false"))
+        {
+            c.Open();
+            Scalar(c, "UPDATE task_state SET history = substr(history, 1, length(history) - 3) WHERE id = 1");
+        }
+
+        await using var store = SqliteTaskStore.Open(new SqliteStoreOptions(DbPath));
+
+        var ex = await Assert.ThrowsAsync<StoreException>(() => store.LoadAsync(Ct));
+        Assert.Contains("task 1 has a damaged history", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Load_TaskWithoutItsStateRow_IsRefusedNotSkipped()
+    {
+        await using var store = await CommitOneAsync();
+        using (var c = new SqliteConnection($"Data Source={DbPath};Pooling=false"))
+        {
+            c.Open();
+            Scalar(c, "DELETE FROM task_state WHERE id = 1");
+        }
+
+        var ex = await Assert.ThrowsAsync<StoreException>(() => store.LoadAsync(Ct));
+
+        Assert.Contains("task 1 has no task_state row", ex.Message, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -274,16 +373,19 @@ public sealed class SqliteTaskStoreTests : IDisposable
         using var c = new SqliteConnection($"Data Source={DbPath};Mode=ReadOnly;Pooling=false");
         c.Open();
         Assert.Equal(
-            "id,state,type,priority,tags,payload,policy,no_reply,exit_code,result,error,worker_id,attempts,layers,"
-            + "pending_control,kill_requested_at,reason,created_at,updated_at",
+            "id,type,priority,tags,payload,policy,no_reply,created_at",
             Scalar(c, "SELECT group_concat(name, ',') FROM pragma_table_info('tasks')"));
-        Assert.Equal("task_id,seq,state,at,reason", Scalar(c, "SELECT group_concat(name, ',') FROM pragma_table_info('task_history')"));
-        Assert.Equal(3L, Scalar(c, "SELECT state FROM tasks WHERE id = 1")); // TaskState.Run's frozen value
+        Assert.Equal(
+            "id,state,worker_id,exit_code,result,error,attempts,layers,pending_control,kill_requested_at,reason,updated_at,history_count,history",
+            Scalar(c, "SELECT group_concat(name, ',') FROM pragma_table_info('task_state')"));
+        Assert.Equal(3L, Scalar(c, "SELECT state FROM task_state WHERE id = 1")); // TaskState.Run's frozen value
         Assert.Equal("[\"gpu\",\"site:cscs\"]", Scalar(c, "SELECT tags FROM tasks"));
         Assert.Equal("site:cscs", Scalar(c, "SELECT value FROM tasks, json_each(tasks.tags) WHERE json_each.key = 1"));
-        Assert.Equal("play", Scalar(c, "SELECT reason FROM task_history WHERE task_id = 1 AND seq = 1"));
-        Assert.Equal(T0.ToUnixTimeMilliseconds(), Scalar(c, "SELECT at FROM task_history WHERE task_id = 1 AND seq = 0"));
-        Assert.Equal(T0.AddSeconds(6).ToUnixTimeMilliseconds(), Scalar(c, "SELECT updated_at FROM tasks"));
+        // Format byte, then Created at T0 without a reason.
+        Assert.Equal($"0100{T0.ToUnixTimeMilliseconds():X16}", Scalar(c, "SELECT hex(substr(history, 1, 10)) FROM task_state WHERE id = 1"));
+        Assert.Equal("blob", Scalar(c, "SELECT typeof(history) FROM task_state"));
+        Assert.Equal(3L, Scalar(c, "SELECT history_count FROM task_state WHERE id = 1"));
+        Assert.Equal(T0.AddSeconds(6).ToUnixTimeMilliseconds(), Scalar(c, "SELECT updated_at FROM task_state"));
         Assert.Equal("blob", Scalar(c, "SELECT typeof(payload) FROM tasks"));
         Assert.Equal(1L, Scalar(c, "SELECT value FROM meta WHERE key = 'last_task_id'"));
         Assert.Equal(2L, Scalar(c, "SELECT max_running FROM tag_limits WHERE tag = 'gpu'"));
