@@ -46,16 +46,15 @@ internal static unsafe partial class NativeSqlite
     [SuppressGCTransition]
     private static partial int BindZeroBlob(IntPtr stmt, int index, int length);
 
+    // The binds that copy their value (SQLITE_TRANSIENT) keep the GC transition: copying a payload of
+    // megabytes with the GC blocked would stall every other thread that allocates.
     [LibraryImport(Library, EntryPoint = "sqlite3_bind_blob")]
-    [SuppressGCTransition]
     private static partial int BindBlob(IntPtr stmt, int index, byte* value, int length, IntPtr destructor);
 
     [LibraryImport(Library, EntryPoint = "sqlite3_bind_text")]
-    [SuppressGCTransition]
     private static partial int BindText(IntPtr stmt, int index, byte* value, int length, IntPtr destructor);
 
     [LibraryImport(Library, EntryPoint = "sqlite3_bind_text16")]
-    [SuppressGCTransition]
     private static partial int BindText16(IntPtr stmt, int index, char* value, int lengthInBytes, IntPtr destructor);
 
     /// <summary>Binds a BLOB; an empty span binds an empty BLOB, not NULL (a null pointer would).</summary>

@@ -419,11 +419,30 @@ public sealed class SqliteTaskStore : ITaskStore
         {
             Connection = connection;
             _db = connection.Handle!.DangerousGetHandle();
-            _insertTask = new Statement(connection, InsertTaskSql);
-            _insertState = new Statement(connection, InsertStateSql);
-            _updateState = new Statement(connection, UpdateStateSql);
-            _deleteState = new Statement(connection, DeleteStateSql);
-            _deleteTask = new Statement(connection, DeleteTaskSql);
+            // A failed prepare (I/O error, out of memory on a reopen after a failure) must not leave the
+            // statements made before it unfinalized: the connection would not really close.
+            var prepared = new List<Statement>(5);
+            Statement Prepare(string sql)
+            {
+                var statement = new Statement(connection, sql);
+                prepared.Add(statement);
+                return statement;
+            }
+
+            try
+            {
+                _insertTask = Prepare(InsertTaskSql);
+                _insertState = Prepare(InsertStateSql);
+                _updateState = Prepare(UpdateStateSql);
+                _deleteState = Prepare(DeleteStateSql);
+                _deleteTask = Prepare(DeleteTaskSql);
+            }
+            catch
+            {
+                prepared.ForEach(p => p.Dispose());
+                throw;
+            }
+
             TagSet = Command("INSERT INTO tag_limits (tag, max_running) VALUES ($tag, $max) ON CONFLICT (tag) DO UPDATE SET max_running = excluded.max_running");
             TagSetTag = TagSet.Parameters.Add("$tag", SqliteType.Text);
             TagSetMax = TagSet.Parameters.Add("$max", SqliteType.Integer);
@@ -632,7 +651,9 @@ public sealed class SqliteTaskStore : ITaskStore
             var rc = raw.sqlite3_prepare_v3(connection.Handle, sql, raw.SQLITE_PREPARE_PERSISTENT, out _stmt);
             if (rc != raw.SQLITE_OK)
             {
-                throw new SqliteException(raw.sqlite3_errmsg(connection.Handle).utf8_to_string(), rc);
+                var message = raw.sqlite3_errmsg(connection.Handle).utf8_to_string();
+                _stmt?.Dispose();
+                throw new SqliteException(message, rc);
             }
 
             // One AddRef for the statement's life instead of one per call.
