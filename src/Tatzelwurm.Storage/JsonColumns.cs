@@ -6,7 +6,7 @@ namespace Tatzelwurm.Storage;
 
 /// <summary>
 /// The JSON text column <c>tasks.tags</c>. Disk contract: <c>["a","b"]</c>. Readable with sqlite3's
-/// json_each. (Schema v1 also kept the history as JSON; v2 moved it to <c>task_history</c>.)
+/// json_each. (Schema v1 also kept the history as JSON; v2 moved it into the binary <c>task_state.history</c>.)
 /// </summary>
 internal sealed class JsonColumns : IDisposable
 {
