@@ -200,16 +200,21 @@ public sealed class Connection : IAsyncDisposable
                 }
             }
 
-            if (status is FrameStatus.Empty or FrameStatus.TooLarge)
-            {
-                throw new TatzelwurmException(ErrorCode.BadFrame, $"coordinator sent a frame of {declared} bytes");
-            }
+            ThrowIfBroken(status, declared);
 
             _input.AdvanceTo(buffer.Start, buffer.End);
             if (read.IsCompleted)
             {
                 return null;
             }
+        }
+    }
+
+    private static void ThrowIfBroken(FrameStatus status, long declared)
+    {
+        if (status is FrameStatus.Empty or FrameStatus.TooLarge)
+        {
+            throw new TatzelwurmException(ErrorCode.BadFrame, $"coordinator sent a frame of {declared} bytes");
         }
     }
 
@@ -233,10 +238,7 @@ public sealed class Connection : IAsyncDisposable
                     }
                 }
 
-                if (status is FrameStatus.Empty or FrameStatus.TooLarge)
-                {
-                    throw new TatzelwurmException(ErrorCode.BadFrame, $"coordinator sent a frame of {declared} bytes");
-                }
+                ThrowIfBroken(status, declared);
 
                 _input.AdvanceTo(buffer.Start, buffer.End);
                 if (read.IsCompleted)

@@ -235,13 +235,7 @@ public sealed partial class Session : IDisposable
                     _inbox.Post(new FromClient(this, message));
                 }
 
-                switch (status)
-                {
-                    case FrameStatus.Empty:
-                        throw Fatal(ErrorCode.BadFrame, "zero-length frame");
-                    case FrameStatus.TooLarge:
-                        throw Fatal(ErrorCode.FrameTooLarge, $"frame of {declared} bytes exceeds the maximum of {_options.MaxFrame}");
-                }
+                ThrowIfBroken(status, declared);
             }
             finally
             {
@@ -251,11 +245,7 @@ public sealed partial class Session : IDisposable
 
             if (read.IsCompleted)
             {
-                if (!buffer.IsEmpty)
-                {
-                    throw Fatal(ErrorCode.BadFrame, "connection closed inside a frame (truncated)");
-                }
-
+                ThrowIfTruncated(buffer);
                 return;
             }
         }
@@ -292,40 +282,49 @@ public sealed partial class Session : IDisposable
             var read = await input.ReadAsync(cancellationToken);
             var buffer = read.Buffer;
             var status = FrameCodec.TryReadFrame(ref buffer, _options.MaxFrame, out var body, out var declared);
-            switch (status)
+            if (status == FrameStatus.Complete)
             {
-                case FrameStatus.Complete:
-                    try
-                    {
-                        return FrameCodec.Decode(body);
-                    }
-                    catch (ProtocolException ex) when (ex.Code == ErrorCode.BadFrame)
-                    {
-                        throw Fatal(ex.Code, ex.Message);
-                    }
-                    finally
-                    {
-                        input.AdvanceTo(buffer.Start);
-                    }
-
-                case FrameStatus.Empty:
-                    throw Fatal(ErrorCode.BadFrame, "zero-length frame");
-                case FrameStatus.TooLarge:
-                    throw Fatal(ErrorCode.FrameTooLarge, $"frame of {declared} bytes exceeds the maximum of {_options.MaxFrame}");
-                default:
-                    input.AdvanceTo(buffer.Start, buffer.End);
-                    if (read.IsCompleted)
-                    {
-                        if (!buffer.IsEmpty)
-                        {
-                            throw Fatal(ErrorCode.BadFrame, "connection closed inside a frame (truncated)");
-                        }
-
-                        return null;
-                    }
-
-                    break;
+                try
+                {
+                    return FrameCodec.Decode(body);
+                }
+                catch (ProtocolException ex) when (ex.Code == ErrorCode.BadFrame)
+                {
+                    throw Fatal(ex.Code, ex.Message);
+                }
+                finally
+                {
+                    input.AdvanceTo(buffer.Start);
+                }
             }
+
+            ThrowIfBroken(status, declared);
+            input.AdvanceTo(buffer.Start, buffer.End);
+            if (read.IsCompleted)
+            {
+                ThrowIfTruncated(buffer);
+                return null;
+            }
+        }
+    }
+
+    // Broken framing closes the connection, during the handshake and after it alike.
+    private void ThrowIfBroken(FrameStatus status, long declared)
+    {
+        switch (status)
+        {
+            case FrameStatus.Empty:
+                throw Fatal(ErrorCode.BadFrame, "zero-length frame");
+            case FrameStatus.TooLarge:
+                throw Fatal(ErrorCode.FrameTooLarge, $"frame of {declared} bytes exceeds the maximum of {_options.MaxFrame}");
+        }
+    }
+
+    private void ThrowIfTruncated(ReadOnlySequence<byte> rest)
+    {
+        if (!rest.IsEmpty)
+        {
+            throw Fatal(ErrorCode.BadFrame, "connection closed inside a frame (truncated)");
         }
     }
 
