@@ -317,14 +317,21 @@ class TaskSpec(_Record):
     no_reply: bool = False
 
 
-@dataclass(frozen=True)
-class TaskFailure(_Record):
-    task_id: int
-    code: ErrorCode | int = _enum(ErrorCode)
+class _Failure:
+    """A refused item of a batch (a task of ControlTasks, a report of TaskUpdates) as an exception."""
+
+    code: ErrorCode | int
     message: str
 
     def error(self) -> TatzelwurmError:
         return error_from_code(int(self.code), self.message)
+
+
+@dataclass(frozen=True)
+class TaskFailure(_Record, _Failure):
+    task_id: int
+    code: ErrorCode | int = _enum(ErrorCode)
+    message: str
 
 
 @dataclass(frozen=True)
@@ -509,13 +516,10 @@ class TaskUpdates(Request):
 
 
 @dataclass(frozen=True)
-class ReportFailure(_Record):
+class ReportFailure(_Record, _Failure):
     index: int
     code: ErrorCode | int = _enum(ErrorCode)
     message: str
-
-    def error(self) -> TatzelwurmError:
-        return error_from_code(int(self.code), self.message)
 
 
 @dataclass(frozen=True)
