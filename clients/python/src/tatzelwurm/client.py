@@ -4,7 +4,7 @@ One :class:`Client` is one logical session with the coordinator. It owns at most
 connection at a time (:class:`Connection`) and, when ``reconnect=True`` (the default), replaces a
 lost connection with backoff, re-resolving the address each time (a restarted coordinator on port
 0 writes a new ``<data>/address``). After reconnecting it restores, in this order, the worker
-registration (with the tasks it holds, so it reclaims them), the unacknowledged ``TaskUpdate``s,
+registration (with the tasks it holds, so it reclaims them), the unacknowledged task reports,
 its RPC identifiers, its broadcast subscriptions and its task watch; outstanding ``WaitTask``
 requests are re-sent. Only then are new requests let through.
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import functools
 import inspect
 import itertools
 import logging
@@ -92,6 +93,8 @@ class Connection:
                  endpoint: Endpoint, on_push: PushHandler) -> None:
         self.welcome = welcome
         self.endpoint = endpoint
+        # Set by the worker registration: the coordinator takes TaskUpdates on this connection.
+        self.worker_batches = False
         self._reader = reader
         self._writer = writer
         self._on_push = on_push
@@ -285,85 +288,192 @@ class _Subscription:
     subject: Filter | None
 
 
+# Room for a TaskUpdates body around its reports: the encoder's envelope with the widest request id,
+# plus the 4 bytes by which the list header can grow (fixarray to array32).
+_TASK_UPDATES_ENVELOPE = len(p.encode_body(p.TaskUpdates(0xFFFFFFFF, []))) + 4
+
+
+class _Report:
+    """One report until the coordinator has acknowledged (or refused) it."""
+
+    __slots__ = ("seq", "report", "future", "size", "sent_on", "resent")
+
+    def __init__(self, seq: int, report: p.TaskReport, future: asyncio.Future[None]) -> None:
+        self.seq = seq
+        self.report = report
+        self.future = future
+        self.size = 0  # encoded bytes, measured when it first goes into a TaskUpdates
+        # The connection it was last written to: only a reply from there settles it.
+        self.sent_on: Connection | None = None
+        # Written to a connection that was lost before the reply: it may have been applied there.
+        self.resent = False
+
+
 class _Reporter:
-    """Delivers ``TaskUpdate``s reliably: per task in order, each re-sent until it is acknowledged
-    (§6 Workers: "a worker must keep reporting until it has it"), across reconnects."""
+    """Delivers task reports reliably: per task in order, each re-sent until it is acknowledged
+    (§6 Workers: "a worker must keep reporting until it has it"), across reconnects.
+
+    One sender writes every report in the order they were made, without waiting for earlier
+    acknowledgements: the coordinator applies one connection's frames in order, so a task's
+    ``finished`` right behind its ``accepted`` is still applied after it (and the two usually share
+    a store commit). When the worker registration said the coordinator takes ``TaskUpdates``,
+    whatever was reported since the sender last ran goes out as one of those (split at
+    ``MAX_REPORTS_PER_TASK_UPDATES`` reports and at the coordinator's ``max_frame``); an older
+    coordinator gets one ``TaskUpdate`` per report. A report's refusal, whole-frame or per item, is
+    treated the same either way."""
 
     def __init__(self, client: Client) -> None:
         self._client = client
-        self._queues: dict[int, collections.deque[tuple[p.TaskUpdate, asyncio.Future[None]]]] = {}
-        self._senders: dict[int, asyncio.Task[None]] = {}
+        self._seq = itertools.count()
+        self._unacknowledged: dict[int, list[_Report]] = {}
+        self._outgoing: collections.deque[_Report] = collections.deque()
+        self._wake = asyncio.Event()
+        self._sender: asyncio.Task[None] | None = None
 
-    def report(self, update: p.TaskUpdate) -> asyncio.Future[None]:
+    def report(self, report: p.TaskReport) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        queue = self._queues.setdefault(update.task_id, collections.deque())
-        queue.append((update, fut))
-        if update.task_id not in self._senders:
-            self._senders[update.task_id] = asyncio.get_running_loop().create_task(
-                self._send_all(update.task_id), name=f"tatzelwurm-report-{update.task_id}")
+        if self._client.closed:
+            fut.set_exception(ClientClosed("client closed"))
+            return fut
+        entry = _Report(next(self._seq), report, fut)
+        self._unacknowledged.setdefault(report.task_id, []).append(entry)
+        self._outgoing.append(entry)
+        self._wake.set()
+        if self._sender is None:
+            self._sender = self._client._spawn(self._send_loop(), "tatzelwurm-reports")
+            self._sender.add_done_callback(_log_task_error)  # a bug there would stall every report
         return fut
 
     def unacknowledged(self) -> list[int]:
-        return list(self._queues)
+        return list(self._unacknowledged)
 
     def forget(self, task_id: int) -> None:
-        sender = self._senders.pop(task_id, None)
-        if sender is not None:
-            sender.cancel()
-        for _, fut in self._queues.pop(task_id, ()):
-            if not fut.done():
-                fut.cancel()
+        # Entries still queued are skipped by the sender: their futures are done.
+        for entry in self._unacknowledged.pop(task_id, ()):
+            if not entry.future.done():
+                entry.future.cancel()
 
     def close(self) -> None:
-        for task_id in list(self._queues):
+        for task_id in list(self._unacknowledged):
             self.forget(task_id)
+        self._outgoing.clear()
+        if self._sender is not None:
+            self._sender.cancel()
 
-    async def _send_all(self, task_id: int) -> None:
-        queue = self._queues[task_id]
-        try:
-            while queue:
-                update, fut = queue[0]
-                resent = False
-                while True:
-                    try:
-                        conn = await self._client._wait_ready(timeout=None)
-                        await conn.request(update)
-                        if not fut.done():
-                            fut.set_result(None)
-                        break
-                    except ClientClosed as exc:
-                        if not fut.done():
-                            fut.set_exception(exc)
-                        raise
-                    except ConnectionLost:
-                        resent = True
-                        continue
-                    except (p.IllegalTransition, p.UnknownTask) as exc:
-                        if resent:
-                            # Applied before the connection dropped (the Ok was lost): done.
-                            log.debug("re-sent %s for task %s already applied: %s", update.kind, task_id, exc)
-                            if not fut.done():
-                                fut.set_result(None)
-                        else:
-                            log.warning("coordinator refused %s for task %s: %s",
-                                        getattr(update.kind, "name", update.kind), task_id, exc)
-                            if not fut.done():
-                                fut.set_exception(exc)
-                        break
-                    except TatzelwurmError as exc:
-                        log.warning("coordinator refused %s for task %s: %s",
-                                    getattr(update.kind, "name", update.kind), task_id, exc)
-                        if not fut.done():
-                            fut.set_exception(exc)
-                        break
-                queue.popleft()
-        except (ClientClosed, asyncio.CancelledError):
-            pass
-        finally:
-            if self._senders.get(task_id) is asyncio.current_task():
-                del self._senders[task_id]
-                if not queue:
-                    self._queues.pop(task_id, None)
+    async def _send_loop(self) -> None:
+        written_to: Connection | None = None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                conn = await self._client._wait_ready(timeout=None)
+            except ClientClosed:
+                return
+            if conn is not written_to:
+                if written_to is not None:
+                    self._requeue_unacknowledged()
+                written_to = conn
+            self._write(conn)
+            try:
+                # Reports made while the socket buffer drains go out together in the next round.
+                await conn.drain()
+            except ConnectionLost:
+                self._wake.set()
+
+    def _requeue_unacknowledged(self) -> None:
+        """After a reconnect (and re-registration): every report not acknowledged goes out again,
+        in the order they were made, before anything reported later."""
+        entries = [entry for entries in self._unacknowledged.values() for entry in entries]
+        for entry in entries:
+            if entry.sent_on is not None:
+                entry.sent_on = None
+                entry.resent = True
+        entries.sort(key=lambda entry: entry.seq)
+        self._outgoing = collections.deque(entries)
+
+    def _write(self, conn: Connection) -> None:
+        while True:
+            batch = self._take_batch(conn.welcome.max_frame) if conn.worker_batches else self._take_one()
+            if not batch:
+                return
+            message: p.Request
+            if conn.worker_batches:
+                message = p.TaskUpdates(0, [entry.report for entry in batch])
+            else:
+                r = batch[0].report
+                message = p.TaskUpdate(0, r.task_id, r.kind, r.exit_code, r.result, r.error)
+            try:
+                reply = conn.request(message)
+            except ConnectionLost:
+                self._wake.set()  # sent again on the next connection, with the rest
+                return
+            except TatzelwurmError as exc:  # FrameTooLarge: a lone report over max_frame
+                for entry in batch:
+                    self._settle(entry, exc)
+                continue
+            for entry in batch:
+                entry.sent_on = conn
+            reply.add_done_callback(functools.partial(self._replied, conn, batch, p.REPLY_TYPES[type(message)]))
+
+    def _take_one(self) -> list[_Report]:
+        while self._outgoing:
+            entry = self._outgoing.popleft()
+            if not entry.future.done():
+                return [entry]
+        return []
+
+    def _take_batch(self, max_frame: int) -> list[_Report]:
+        batch: list[_Report] = []
+        size = _TASK_UPDATES_ENVELOPE
+        while self._outgoing and len(batch) < p.MAX_REPORTS_PER_TASK_UPDATES:
+            entry = self._outgoing[0]
+            if entry.future.done():  # forgotten
+                self._outgoing.popleft()
+                continue
+            if not entry.size:
+                entry.size = len(msgpack.packb(entry.report.to_wire(), use_bin_type=True))
+            if batch and size + entry.size > max_frame:
+                break
+            self._outgoing.popleft()
+            batch.append(entry)
+            size += entry.size
+        return batch
+
+    def _replied(self, conn: Connection, batch: list[_Report], expected: type[p.Reply],
+                 reply: asyncio.Future[p.Reply]) -> None:
+        exc = reply.exception()
+        if isinstance(exc, ConnectionLost):
+            self._wake.set()  # sent again once reconnected (or forgotten when the client closes)
+            return
+        failures: dict[int, TatzelwurmError] = {}
+        if exc is None:
+            message = reply.result()
+            if not isinstance(message, expected):
+                exc = p.ProtocolError(f"expected {expected.__name__}, got {type(message).__name__}")
+            elif isinstance(message, p.TaskUpdatesResult):
+                failures = {failure.index: failure.error() for failure in message.failed}
+        for index, entry in enumerate(batch):
+            # Written again meanwhile, or forgotten: this reply no longer decides it.
+            if entry.sent_on is conn and not entry.future.done():
+                self._settle(entry, exc or failures.get(index))
+
+    def _settle(self, entry: _Report, exc: BaseException | None) -> None:
+        task_id = entry.report.task_id
+        entries = self._unacknowledged.get(task_id)
+        if entries is not None and entry in entries:
+            entries.remove(entry)
+            if not entries:
+                del self._unacknowledged[task_id]
+        kind = getattr(entry.report.kind, "name", entry.report.kind)
+        if exc is None:
+            entry.future.set_result(None)
+        elif isinstance(exc, (p.IllegalTransition, p.UnknownTask)) and entry.resent:
+            # Applied before the connection dropped (the acknowledgement was lost): done.
+            log.debug("re-sent %s for task %s already applied: %s", kind, task_id, exc)
+            entry.future.set_result(None)
+        else:
+            log.warning("coordinator refused %s for task %s: %s", kind, task_id, exc)
+            entry.future.set_exception(exc)
 
 
 def _default_client_name() -> str:
@@ -675,21 +785,27 @@ class Client:
         elif isinstance(message, p.TaskEvent):
             for q in self._watch_queues:
                 q.put_nowait(message)
+        elif isinstance(message, p.AssignTasks):
+            for assign in message.tasks:  # in order, each exactly like its own AssignTask
+                self._to_worker(assign)
         elif isinstance(message, (p.AssignTask, p.ControlTask, p.DrainNotice)):
-            sink = self._worker.sink if self._worker is not None else None
-            if sink is None:
-                log.warning("got %s but no worker is registered on this client", type(message).__name__)
-                if isinstance(message, p.AssignTask):
-                    self.report(message.task_id, p.TaskUpdateKind.REJECTED)
-                return
-            if isinstance(message, p.AssignTask):
-                sink.on_assign(message)
-            elif isinstance(message, p.ControlTask):
-                sink.on_control(message)
-            else:
-                sink.on_drain(message)
+            self._to_worker(message)
         else:
             log.debug("ignoring unexpected %r", message)
+
+    def _to_worker(self, message: p.AssignTask | p.ControlTask | p.DrainNotice) -> None:
+        sink = self._worker.sink if self._worker is not None else None
+        if sink is None:
+            log.warning("got %s but no worker is registered on this client", type(message).__name__)
+            if isinstance(message, p.AssignTask):
+                self.report(message.task_id, p.TaskUpdateKind.REJECTED)
+            return
+        if isinstance(message, p.AssignTask):
+            sink.on_assign(message)
+        elif isinstance(message, p.ControlTask):
+            sink.on_control(message)
+        else:
+            sink.on_drain(message)
 
     def _respond_safely(self, conn: Connection | None, response: p.RpcResponse) -> None:
         conn = conn or self._conn
@@ -718,8 +834,11 @@ class Client:
 
     async def _register_on(self, conn: Connection, reg: _WorkerRegistration) -> list[int]:
         held = reg.sink.held_tasks()
-        reply = await conn.request(p.RegisterWorker(0, reg.worker_id, reg.name, reg.types, reg.slots, held))
+        reply = await conn.request(p.RegisterWorker(0, reg.worker_id, reg.name, reg.types, reg.slots, held,
+                                                    batches=True))
         assert isinstance(reply, p.WorkerRegistered)
+        # A coordinator that predates batches answers without the field, read as False.
+        conn.worker_batches = reply.batches
         if reply.drop:
             for task_id in reply.drop:
                 self._reporter.forget(task_id)
@@ -728,9 +847,10 @@ class Client:
 
     def report(self, task_id: int, kind: p.TaskUpdateKind, exit_code: int = 0, result: bytes | None = None,
                error: str | None = None) -> asyncio.Future[None]:
-        """Queue a ``TaskUpdate``; the future resolves when the coordinator acknowledged it.
-        Updates of one task are sent in order and re-sent after reconnects until acknowledged."""
-        return self._reporter.report(p.TaskUpdate(0, task_id, kind, exit_code, result, error))
+        """Queue a report (``TaskUpdate``, or an item of a ``TaskUpdates``); the future resolves when
+        the coordinator acknowledged it. Reports of one task are sent in order and re-sent after
+        reconnects until acknowledged."""
+        return self._reporter.report(p.TaskReport(task_id, kind, exit_code, result, error))
 
     def unacknowledged_reports(self) -> list[int]:
         return self._reporter.unacknowledged()

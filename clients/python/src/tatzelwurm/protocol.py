@@ -28,6 +28,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "HEADER_SIZE",
     "DEFAULT_MAX_FRAME",
+    "MAX_REPORTS_PER_TASK_UPDATES",
     "TaskState",
     "DeliveryPolicy",
     "TaskUpdateKind",
@@ -55,6 +56,8 @@ __all__ = [
 PROTOCOL_VERSION = 1
 HEADER_SIZE = 4
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
+# Most reports in one TaskUpdates: the coordinator refuses a longer list whole (InvalidRequest).
+MAX_REPORTS_PER_TASK_UPDATES = 4096
 _LENGTH = struct.Struct(">I")
 
 

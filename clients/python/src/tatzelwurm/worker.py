@@ -21,10 +21,14 @@
 Heartbeats run on the event loop independently of the handlers (blocking handlers never run on
 the loop). A lost connection or a restarted coordinator is survived: the client reconnects with
 backoff, re-registers with the same ``worker_id`` and the tasks it still holds (reclaim), stops
-the tasks the coordinator tells it to drop, and re-sends the ``TaskUpdate``s that were not
-acknowledged. Control actions: pause/play set the task's :class:`CancelToken` state and are
-reported at once; kill cancels a coroutine and signals a blocking function, then reports exit
-code -1; abandon reports -1 at once and forgets the task; drop forgets it silently.
+the tasks the coordinator tells it to drop, and re-sends the reports that were not acknowledged.
+With a coordinator that supports it (every current one) the worker takes ``AssignTasks`` and sends
+its reports as ``TaskUpdates``: everything reported since the last frame goes out together, so a
+busy worker costs far fewer frames than one ``TaskUpdate`` and one ``Ok`` per report.
+
+Control actions: pause/play set the task's :class:`CancelToken` state and are reported at once;
+kill cancels a coroutine and signals a blocking function, then reports exit code -1; abandon
+reports -1 at once and forgets the task; drop forgets it silently.
 """
 
 from __future__ import annotations
