@@ -43,4 +43,12 @@ internal static class Oversize
 
         return quoted > 0 ? text + Began + error[..quoted] : text;
     }
+
+    /// <summary>
+    /// Whether a report fits a frame on its own: the cheap bound first, and for a report it refuses, the
+    /// same bound with the error text's exact UTF-8 length (the bound counts three bytes per character).
+    /// </summary>
+    internal static bool Fits(TaskUpdate update, int maxFrame) =>
+        WireSize.Envelope + WireSize.Report(update) <= maxFrame
+        || WireSize.Envelope + WireSize.Report(update with { Error = null }) + Encoding.UTF8.GetByteCount(update.Error ?? "") <= maxFrame;
 }
