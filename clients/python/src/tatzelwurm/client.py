@@ -164,13 +164,15 @@ class Connection:
     # -- sending -----------------------------------------------------------------------------
 
     def send(self, message: p.Message) -> None:
-        """Write one frame (no reply expected, or the caller tracks it)."""
+        """Write one frame (no reply expected, or the caller tracks it). A message beyond the
+        coordinator's ``max_frame`` raises :class:`~tatzelwurm.protocol.FrameTooLarge` and is not sent:
+        the coordinator would close the connection, failing every request in flight."""
         if self._closed.done():
             raise ConnectionLost("not connected")
         frame = p.encode_frame(message)
         if len(frame) - p.HEADER_SIZE > self.welcome.max_frame:
-            raise p.FrameTooLarge(f"{type(message).__name__} of {len(frame)} bytes exceeds the coordinator's "
-                                  f"max_frame {self.welcome.max_frame}")
+            raise p.FrameTooLarge(f"{type(message).__name__} of {len(frame) - p.HEADER_SIZE:,} bytes exceeds the "
+                                  f"coordinator's max_frame of {self.welcome.max_frame:,} bytes")
         self._writer.write(frame)
 
     def request(self, message: p.Request, on_layer: Callable[[Any], None] | None = None) -> asyncio.Future[p.Reply]:
@@ -323,7 +325,7 @@ class _Reporter:
         try:
             while queue:
                 update, fut = queue[0]
-                resent = False
+                resent = shrunk = False
                 while True:
                     try:
                         conn = await self._client._wait_ready(timeout=None)
@@ -351,6 +353,13 @@ class _Reporter:
                                 fut.set_exception(exc)
                         break
                     except TatzelwurmError as exc:
+                        if isinstance(exc, p.FrameTooLarge) and update.kind == p.TaskUpdateKind.FINISHED and not shrunk:
+                            # Refused unsent, the outcome would leave the task running for ever: it
+                            # becomes a failure that fits and says why; a completed outcome fails with
+                            # 1 (as a raising handler does), a failed or killed one keeps its code.
+                            update, shrunk = _shrink_finished(update, conn.welcome.max_frame), True
+                            log.warning("task %s: reported failed: %s", task_id, update.error)
+                            continue
                         log.warning("coordinator refused %s for task %s: %s",
                                     getattr(update.kind, "name", update.kind), task_id, exc)
                         if not fut.done():
@@ -364,6 +373,38 @@ class _Reporter:
                 del self._senders[task_id]
                 if not queue:
                     self._queues.pop(task_id, None)
+
+
+# More of the original error text would only bloat the failure that replaces it.
+_MAX_QUOTED = 1000
+_BEGAN = "; the error text began: "
+
+
+def _too_large_text(what: str, data: bytes | None, error: str | None, max_frame: int,
+                    build: Callable[[str], p.Message]) -> str:
+    """The error text that replaces a result (``data``) or error text too large for the coordinator's
+    ``max_frame``: the sizes and the limit, then the start of ``error`` as far as the message that
+    ``build(text)`` makes still fits (measured with the real encoder)."""
+    error_bytes = len(error.encode()) if error else 0
+    if data is not None and error:
+        sizes = f"{what} of {len(data):,} bytes and error text of {error_bytes:,} bytes exceed"
+    elif data is not None:
+        sizes = f"{what} of {len(data):,} bytes exceeds"
+    else:
+        sizes = f"error text of {error_bytes:,} bytes exceeds"
+    text = f"{sizes} the coordinator's max_frame of {max_frame:,} bytes"
+    if not error:
+        return text
+    # A longer string may need a wider MessagePack header: up to 4 more bytes (str8 to str32).
+    room = max_frame - len(p.encode_body(build(text + _BEGAN))) - 4
+    quoted = error[:_MAX_QUOTED].encode()[:max(room, 0)].decode("utf-8", "ignore")
+    return text + _BEGAN + quoted if quoted else text
+
+
+def _shrink_finished(update: p.TaskUpdate, max_frame: int) -> p.TaskUpdate:
+    def build(error: str) -> p.TaskUpdate:
+        return dataclasses.replace(update, exit_code=update.exit_code or 1, result=None, error=error)
+    return build(_too_large_text("result", update.result, update.error, max_frame, build))
 
 
 def _default_client_name() -> str:
@@ -697,7 +738,15 @@ class Client:
             log.debug("dropping RPC response for call %s: not connected", response.call_id)
             return
         try:
-            conn.send(response)
+            try:
+                conn.send(response)
+            except p.FrameTooLarge:
+                # Unsent, the caller would wait until this connection closes: it gets the reason instead.
+                max_frame = conn.welcome.max_frame
+                text = _too_large_text("RPC result", response.payload, response.error, max_frame,
+                                       lambda error: dataclasses.replace(response, payload=None, error=error))
+                log.warning("RPC call %s: answered with an error: %s", response.call_id, text)
+                conn.send(p.RpcResponse(response.call_id, p.RpcResponseKind.ERROR, None, text))
         except TatzelwurmError as exc:
             log.warning("could not send RPC response for call %s: %s", response.call_id, exc)
 
