@@ -19,7 +19,7 @@ internal sealed class AddCoalescer
     internal const int MaxBatchTasks = 1000;
 
     private readonly Connection _connection;
-    private readonly Func<IMessage?> _next;
+    private readonly Func<IRequest?> _next;
     private readonly Lock _lock = new();
     private readonly Queue<AddCall> _queue = new();
     private readonly int _maxFrame;

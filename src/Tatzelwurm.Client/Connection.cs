@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Globalization;
 using System.IO.Pipelines;
 using System.Net.Sockets;
 using System.Threading.Channels;
@@ -27,9 +28,9 @@ public sealed class Connection : IAsyncDisposable
     private Exception? _failure;
     private int _shutDown;
 
-    // A frame to write, or a source the write loop drains into frames when it gets to it (so that what
-    // piles up while it is busy goes out together).
-    private readonly record struct Outbound(IMessage? Message, Func<IMessage?>? Source);
+    // A frame body to write, or a source the write loop drains into requests when it gets to it (so that
+    // what piles up while it is busy goes out together).
+    private readonly record struct Outbound(byte[]? Body, Func<IRequest?>? Source);
 
     private sealed class Pending(Action<int>? layer) : PendingReply
     {
@@ -107,19 +108,30 @@ public sealed class Connection : IAsyncDisposable
     }
 
     /// <summary>Sends a message that expects no reply (heartbeats, RPC responses).</summary>
+    /// <exception cref="TatzelwurmException">
+    /// <see cref="ErrorCode.FrameTooLarge"/>: the message encodes to more than the coordinator's
+    /// <see cref="Welcome.MaxFrame"/>; nothing was sent and the connection stays open.
+    /// </exception>
     public void Send(IMessage message)
     {
-        if (!_outbound.Writer.TryWrite(new Outbound(message, null)))
+        var body = FrameCodec.EncodeBody(message);
+        if (body.Length > Welcome.MaxFrame)
+        {
+            throw TooLarge(message, body.Length);
+        }
+
+        if (!_outbound.Writer.TryWrite(new Outbound(body, null)))
         {
             throw new ConnectionLostException("the connection is closed", _failure);
         }
     }
 
     /// <summary>
-    /// Has the write loop call <paramref name="source"/> until it returns null and write each message it
-    /// returns. The source runs on the write loop, so it may <see cref="Register"/> the requests it builds.
+    /// Has the write loop call <paramref name="source"/> until it returns null and write each request it
+    /// returns. The source runs on the write loop, so it must <see cref="Register"/> the requests it
+    /// builds: one beyond the coordinator's max_frame is not written and its reply fails with FrameTooLarge.
     /// </summary>
-    internal void SendFrom(Func<IMessage?> source)
+    internal void SendFrom(Func<IRequest?> source)
     {
         if (!_outbound.Writer.TryWrite(new Outbound(null, source)))
         {
@@ -142,11 +154,21 @@ public sealed class Connection : IAsyncDisposable
         return id;
     }
 
+    // The coordinator closes the connection on a frame beyond its max_frame, failing every request in
+    // flight, and a sender that retries after the reconnect is refused again for ever: such a frame is
+    // refused here instead, with the sizes, and the connection stays.
+    private TatzelwurmException TooLarge(IMessage message, int bytes) => new(ErrorCode.FrameTooLarge, string.Create(CultureInfo.InvariantCulture,
+        $"{message.GetType().Name} of {bytes:N0} bytes exceeds the coordinator's max_frame of {Welcome.MaxFrame:N0} bytes"));
+
     internal ConnectionLostException Lost() => new(_failure is TatzelwurmException t
         ? $"connection closed by the coordinator: {t.Code}: {t.Message}"
         : "connection to the coordinator lost", _failure);
 
-    /// <summary>Sends a request built with a fresh request id and awaits its final reply; error replies throw <see cref="TatzelwurmException"/>.</summary>
+    /// <summary>
+    /// Sends a request built with a fresh request id and awaits its final reply; error replies throw
+    /// <see cref="TatzelwurmException"/>, and so does a request beyond the coordinator's max_frame
+    /// (<see cref="ErrorCode.FrameTooLarge"/>, not sent; the connection stays open).
+    /// </summary>
     public async Task<TReply> RequestAsync<TReply>(Func<uint, IRequest> build, Action<int>? layer = null, CancellationToken cancellationToken = default)
         where TReply : IReply
     {
@@ -291,15 +313,23 @@ public sealed class Connection : IAsyncDisposable
             {
                 while (reader.TryRead(out var item))
                 {
-                    if (item.Message is { } message)
+                    if (item.Body is { } body)
                     {
-                        FrameCodec.WriteFrame(_output, message);
+                        FrameCodec.WriteFrame(_output, body);
                         continue;
                     }
 
-                    while (item.Source!() is { } built)
+                    while (item.Source!() is { } request)
                     {
-                        FrameCodec.WriteFrame(_output, built);
+                        var built = FrameCodec.EncodeBody(request);
+                        if (built.Length <= Welcome.MaxFrame)
+                        {
+                            FrameCodec.WriteFrame(_output, built);
+                        }
+                        else if (_pending.TryRemove(request.RequestId, out var refused))
+                        {
+                            refused.Fail(TooLarge(request, built.Length));
+                        }
                     }
                 }
 

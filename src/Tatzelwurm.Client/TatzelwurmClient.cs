@@ -271,7 +271,20 @@ public sealed class TatzelwurmClient : IAsyncDisposable
 
         try
         {
-            _connection.Send(response);
+            try
+            {
+                _connection.Send(response);
+            }
+            catch (TatzelwurmException ex) when (ex.Code == ErrorCode.FrameTooLarge)
+            {
+                // Unsent, the caller would wait until this connection closes: it gets the reason instead.
+                _connection.Send(response with
+                {
+                    Kind = RpcResponseKind.Error,
+                    Payload = null,
+                    Error = Oversize.Describe("RPC result", response.Payload, response.Error, _connection.Welcome.MaxFrame),
+                });
+            }
         }
         catch (ConnectionLostException)
         {

@@ -2,7 +2,10 @@ using Tatzelwurm.Protocol;
 
 namespace Tatzelwurm.Client;
 
-/// <summary>The coordinator answered with a typed error (docs/protocol.md §4).</summary>
+/// <summary>
+/// The coordinator answered with a typed error (docs/protocol.md §4), or the client refused to send what
+/// the coordinator would refuse by closing the connection (<see cref="ErrorCode.FrameTooLarge"/>).
+/// </summary>
 public class TatzelwurmException(ErrorCode code, string message) : Exception(message)
 {
     /// <summary>The wire error code.</summary>

@@ -7,7 +7,10 @@ namespace Tatzelwurm.Client;
 /// <summary>A task handed to this worker.</summary>
 public sealed record AssignedTask(long Id, string Type, byte[] Payload, int Attempt, bool NoReply);
 
-/// <summary>How a handler ended: exit code (0 completed, -1 killed, other failed) and a result or error text.</summary>
+/// <summary>
+/// How a handler ended: exit code (0 completed, -1 killed, other failed) and a result or error text. One
+/// too large for the coordinator's max_frame is reported as a failure that names the sizes.
+/// </summary>
 public sealed record TaskOutcomeReport(int ExitCode, byte[]? Result = null, string? Error = null)
 {
     /// <summary>Exit code 0 with an optional result payload.</summary>
@@ -104,6 +107,12 @@ public sealed record WorkerOptions
 
     /// <summary>Receives one-line notes about connection changes (for logs); may be null.</summary>
     public Action<string>? Log { get; init; }
+
+    /// <summary>
+    /// Receives warnings: a task's outcome replaced by a failure because it exceeded the coordinator's
+    /// max_frame. Null sends them to <see cref="Log"/>.
+    /// </summary>
+    public Action<string>? Warning { get; init; }
 }
 
 /// <summary>
@@ -226,7 +235,9 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
             {
                 break;
             }
-            catch (TatzelwurmException ex) when (ex.Code is ErrorCode.AuthFailed or ErrorCode.UnsupportedVersion)
+            // FrameTooLarge here is the registration itself (its types or held tasks) refused unsent:
+            // it would be refused again on every reconnect.
+            catch (TatzelwurmException ex) when (ex.Code is ErrorCode.AuthFailed or ErrorCode.UnsupportedVersion or ErrorCode.FrameTooLarge)
             {
                 throw;
             }
@@ -469,12 +480,20 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
             return;
         }
 
+        List<string>? replaced = null;
         lock (running.Gate)
         {
-            foreach (var pending in running.Unacknowledged)
+            for (var i = 0; i < running.Unacknowledged.Count; i++)
             {
+                var pending = running.Unacknowledged[i];
                 if (!ReferenceEquals(pending.Via, link.Connection))
                 {
+                    if (!Oversize.Fits(pending.Update, link.Connection.Welcome.MaxFrame))
+                    {
+                        pending = running.Unacknowledged[i] = Shrink(pending.Update, link.Connection.Welcome.MaxFrame);
+                        (replaced ??= []).Add(pending.Update.Error!);
+                    }
+
                     pending.Via = link.Connection;
                     pending.Reply = null;
                     if (!_outgoing.Writer.TryWrite(new Outgoing(running, pending, link)))
@@ -487,8 +506,24 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
             }
         }
 
+        foreach (var error in replaced ?? [])
+        {
+            (options.Warning ?? options.Log)?.Invoke($"task {running.Task.Id}: reported failed: {error}");
+        }
+
         Acknowledge(running);
     }
+
+    // A report beyond the coordinator's max_frame would close the connection, be re-sent after the
+    // reconnect and close it again, for ever, with the task never ending. It becomes a failure that
+    // fits and says why: a completed outcome fails with 1 (as a throwing handler does), a failed or
+    // killed one keeps its code. Only a Finished carries a result or error text to be too large.
+    private static PendingReport Shrink(TaskUpdate update, int maxFrame) => new(update with
+    {
+        ExitCode = update.ExitCode == 0 ? 1 : update.ExitCode,
+        Result = null,
+        Error = Oversize.Describe("result", update.Result, update.Error, maxFrame),
+    });
 
     // Starts the in-order acknowledgement loop once the oldest report has been sent.
     private void Acknowledge(RunningTask running)
@@ -540,9 +575,9 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
         }
     }
 
-    // A coordinator closes the connection on a frame beyond its max_frame (which `tatzelwurm --max-frame`
-    // can set far below the default), so a batch sized for the default would be refused, re-sent after
-    // the reconnect and refused again for ever.
+    // A frame beyond the coordinator's max_frame (which `tatzelwurm --max-frame` can set far below the
+    // default) is refused unsent by the connection, so a batch sized for the default would lose its
+    // reports. A lone report is within the limit already (SendReports).
     private static long BatchLimit(Link via) => Math.Min(MaxReportBatchBytes, via.Connection.Welcome.MaxFrame);
 
     private void Send(List<Outgoing> batch)

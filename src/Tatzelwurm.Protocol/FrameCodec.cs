@@ -167,9 +167,11 @@ public static class FrameCodec
     }
 
     /// <summary>Writes a whole frame to <paramref name="writer"/>.</summary>
-    public static void WriteFrame(IBufferWriter<byte> writer, IMessage message)
+    public static void WriteFrame(IBufferWriter<byte> writer, IMessage message) => WriteFrame(writer, EncodeBody(message));
+
+    /// <summary>Writes a whole frame around a body already encoded with <see cref="EncodeBody"/>.</summary>
+    public static void WriteFrame(IBufferWriter<byte> writer, ReadOnlySpan<byte> body)
     {
-        var body = EncodeBody(message);
         var span = writer.GetSpan(ProtocolConstants.HeaderSize + body.Length);
         BinaryPrimitives.WriteUInt32BigEndian(span, (uint)body.Length);
         body.CopyTo(span[ProtocolConstants.HeaderSize..]);

@@ -25,6 +25,7 @@ root.SetAction(async (parse, cancellationToken) =>
         Types = parse.GetValue(types) ?? [],
         Slots = Math.Max(1, parse.GetValue(slots)),
         Log = log,
+        Warning = line => Console.Error.WriteLine($"workwurm: warning: {line}"),
     };
     if (parse.GetValue(name) is { } n)
     {

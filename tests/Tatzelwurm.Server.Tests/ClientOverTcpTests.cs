@@ -156,6 +156,50 @@ public class ClientOverTcpTests
         Assert.Equal(ErrorCode.DuplicateIdentifier, duplicate.Code);
     }
 
+    // The coordinator closes the connection on a frame over its max_frame, failing everything in flight:
+    // the client refuses such a request itself, naming the sizes, and the connection goes on serving.
+    [Fact]
+    public async Task Requests_OverTheMaxFrame_RefusedLocallyWithTheSizesAndTheConnectionStays()
+    {
+        await using var host = await TestHost.StartAsync(o => o with { MaxFrame = 16 * 1024 });
+        var client = await host.ClientAsync();
+        var big = new byte[20_000];
+
+        var add = await Assert.ThrowsAsync<TatzelwurmException>(() => client.AddAsync(big, "t", cancellationToken: Ct));
+        var call = await Assert.ThrowsAsync<TatzelwurmException>(() => client.CallAsync("ns", "svc", big, cancellationToken: Ct));
+        var broadcast = await Assert.ThrowsAsync<TatzelwurmException>(() => client.BroadcastAsync("ns", big, cancellationToken: Ct));
+
+        foreach (var (error, message) in new[] { (add, "AddTasks"), (call, "RpcCall"), (broadcast, "Broadcast") })
+        {
+            Assert.Equal(ErrorCode.FrameTooLarge, error.Code);
+            Assert.Matches($"^{message} of 20,0[0-9][0-9] bytes exceeds the coordinator's max_frame of 16,384 bytes$", error.Message);
+        }
+
+        Assert.True(await client.AddAsync([1], "t", cancellationToken: Ct) > 0);
+    }
+
+    // An RPC reply too large for the coordinator used to close the recipient's connection and leave the
+    // caller with DeliveryFailed; the caller gets the sizes instead and the recipient stays registered.
+    [Fact]
+    public async Task Rpc_ReplyOverTheMaxFrame_CallerGetsTheSizesAndTheRecipientStays()
+    {
+        await using var host = await TestHost.StartAsync(o => o with { MaxFrame = 16 * 1024 });
+        var recipient = await host.ClientAsync();
+        var caller = await host.ClientAsync();
+        await using var registration = await recipient.RegisterRpcAsync("ns", "svc", (payload, _) => payload[0] switch
+        {
+            1 => Task.FromResult(new byte[20_000]),
+            2 => throw new InvalidOperationException(new string('x', 20_000)),
+            _ => Task.FromResult(new byte[] { 7 }),
+        }, Ct);
+
+        var result = await Assert.ThrowsAsync<RemoteException>(() => caller.CallAsync("ns", "svc", [1], cancellationToken: Ct).WaitAsync(PipeClient.Patience, Ct));
+        Assert.Equal("RPC result of 20,000 bytes exceeds the coordinator's max_frame of 16,384 bytes", result.Message);
+        var error = await Assert.ThrowsAsync<RemoteException>(() => caller.CallAsync("ns", "svc", [2], cancellationToken: Ct).WaitAsync(PipeClient.Patience, Ct));
+        Assert.Equal("error text of 20,027 bytes exceeds the coordinator's max_frame of 16,384 bytes; the error text began: InvalidOperationException: " + new string('x', 973), error.Message);
+        Assert.Equal([7], await caller.CallAsync("ns", "svc", [3], cancellationToken: Ct).WaitAsync(PipeClient.Patience, Ct));
+    }
+
     [Fact]
     public async Task Rpc_RecipientClientDisposedMidCall_CallerGetsDeliveryFailed()
     {

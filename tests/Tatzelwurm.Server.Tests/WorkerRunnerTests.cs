@@ -255,6 +255,69 @@ public class WorkerRunnerTests
         }
     }
 
+    // A report beyond the coordinator's max_frame used to close the connection, be re-sent after the
+    // reconnect and close it again, for ever, with the task never ending. It becomes a failure that
+    // names the sizes, on the same connection, and the worker goes on with the next task.
+    [Fact]
+    public async Task Worker_ResultOverMaxFrame_TaskFailsWithTheSizesAndTheNextTaskRuns()
+    {
+        await using var host = await TestHost.StartAsync(o => o with { MaxFrame = 16 * 1024 });
+        var actioner = await host.ClientAsync();
+        await using var worker = new RunningWorker(host.Connection(name: "worker"), "w-big-result", slots: 1,
+            (task, _) => Task.FromResult(TaskOutcomeReport.Completed(new byte[task.Payload[0] == 1 ? 20_000 : 3])));
+
+        var big = await actioner.AddAsync([1], "t", cancellationToken: Ct);
+        var failed = await actioner.WaitAsync(big, cancellationToken: Ct).WaitAsync(PipeClient.Patience, Ct);
+        Assert.Equal((1, (byte[]?)null, "result of 20,000 bytes exceeds the coordinator's max_frame of 16,384 bytes"),
+            (failed.ExitCode, failed.Result, failed.Error));
+
+        var small = await actioner.AddAsync([2], "t", cancellationToken: Ct);
+        var done = await actioner.WaitAsync(small, cancellationToken: Ct).WaitAsync(PipeClient.Patience, Ct);
+        Assert.Equal((0, 3), (done.ExitCode, done.Result?.Length));
+        Assert.Equal(
+            ["registered as w-big-result (0 tasks reclaimed, 0 dropped)", $"task {big}: reported failed: {failed.Error}"],
+            worker.Lines());
+    }
+
+    // An error text too large keeps the task's exit code and quotes the start of the text. One that the
+    // cheap bound (three bytes per character) refuses but that fits byte for byte goes out unchanged.
+    [Fact]
+    public async Task Worker_ErrorTextOverMaxFrame_TaskFailsWithItsCodeAndTheStartOfTheText()
+    {
+        await using var host = await TestHost.StartAsync(o => o with { MaxFrame = 16 * 1024 });
+        var actioner = await host.ClientAsync();
+        var fits = new string('\u00e9', 6000);
+        await using var worker = new RunningWorker(host.Connection(name: "worker"), "w-big-error", slots: 1,
+            (task, _) => Task.FromResult(task.Payload[0] == 1 ? TaskOutcomeReport.Failed(3, new string('e', 20_000)) : TaskOutcomeReport.Failed(4, fits)));
+
+        var big = await actioner.AddAsync([1], "t", cancellationToken: Ct);
+        var failed = await actioner.WaitAsync(big, cancellationToken: Ct).WaitAsync(PipeClient.Patience, Ct);
+        Assert.Equal(3, failed.ExitCode);
+        Assert.Equal("error text of 20,000 bytes exceeds the coordinator's max_frame of 16,384 bytes; the error text began: " + new string('e', 1000), failed.Error);
+
+        var other = await actioner.AddAsync([2], "t", cancellationToken: Ct);
+        var unchanged = await actioner.WaitAsync(other, cancellationToken: Ct).WaitAsync(PipeClient.Patience, Ct);
+        Assert.Equal((4, fits), (unchanged.ExitCode, unchanged.Error));
+    }
+
+    // A registration beyond the coordinator's max_frame would be refused on every reconnect: the run ends
+    // with the sizes instead of retrying for ever.
+    [Fact]
+    public async Task Worker_RegistrationOverMaxFrame_RunEndsWithFrameTooLarge()
+    {
+        await using var host = await TestHost.StartAsync(o => o with { MaxFrame = 16 * 1024 });
+        using var worker = new Worker(new WorkerOptions
+        {
+            Connection = host.Connection(name: "worker"),
+            WorkerId = "w-many-types",
+            Types = [.. Enumerable.Range(0, 2000).Select(i => $"type-{i:D5}")],
+        }, (_, _) => Task.FromResult(TaskOutcomeReport.Completed()));
+
+        var error = await Assert.ThrowsAsync<TatzelwurmException>(() => worker.RunAsync(Ct).WaitAsync(PipeClient.Patience, Ct));
+        Assert.Equal(ErrorCode.FrameTooLarge, error.Code);
+        Assert.Matches("^RegisterWorker of [0-9,]+ bytes exceeds the coordinator's max_frame of 16,384 bytes$", error.Message);
+    }
+
     // A failure code the worker has no rule for (here Internal) drops that report, as for a refused one;
     // it must not end the acknowledgement loop and leave the task's later reports unacknowledged.
     [Fact]
@@ -387,6 +450,18 @@ public class WorkerRunnerTests
         }
 
         public Worker Worker { get; }
+
+        /// <summary>The log lines written so far that no <see cref="LogAsync"/> has consumed.</summary>
+        public List<string> Lines()
+        {
+            var lines = new List<string>();
+            while (_log.Reader.TryRead(out var line))
+            {
+                lines.Add(line);
+            }
+
+            return lines;
+        }
 
         /// <summary>Waits for the next log line that starts with <paramref name="prefix"/>, skipping others.</summary>
         public async Task LogAsync(string prefix)

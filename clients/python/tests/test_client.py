@@ -206,9 +206,38 @@ async def test_frames_over_max_frame_are_refused_locally(tmp_path) -> None:
     try:
         async with await tatzelwurm.connect(coord.address, coord.token) as c:
             assert c.welcome is not None and c.welcome.max_frame == 4096
-            with pytest.raises(p.FrameTooLarge):
+            too_large = r"^{} of 5,0\d\d bytes exceeds the coordinator's max_frame of 4,096 bytes \(FRAME_TOO_LARGE\)$"
+            with pytest.raises(p.FrameTooLarge, match=too_large.format("AddTasks")):
                 await c.add(b"x" * 5000, type="big")
+            with pytest.raises(p.FrameTooLarge, match=too_large.format("RpcCall")):
+                await c.call("ns", "svc", b"x" * 5000)
+            with pytest.raises(p.FrameTooLarge, match=too_large.format("Broadcast")):
+                await c.broadcast("ns", b"x" * 5000)
             assert await c.add(b"x" * 100, type="small") > 0  # the connection is still fine
+    finally:
+        coord.stop()
+
+
+async def test_rpc_reply_over_max_frame_gives_the_caller_the_sizes(tmp_path) -> None:
+    # Unsent, the reply would leave the caller waiting until the recipient disconnects.
+    coord = Coordinator(tmp_path / "data", extra_args=["--max-frame", "16384"])
+    coord.start()
+    try:
+        async with await tatzelwurm.connect(coord.address, coord.token) as server, \
+                await tatzelwurm.connect(coord.address, coord.token) as caller:
+            def svc(payload: bytes) -> bytes:
+                if payload == b"raise":
+                    raise ValueError("x" * 20_000)
+                return b"r" * 20_000 if payload == b"big" else b"ok"
+            await server.register_rpc("ns", "svc", svc)
+            with pytest.raises(tatzelwurm.RemoteError) as big:
+                await asyncio.wait_for(caller.call_value("ns", "svc", b"big"), 10)
+            assert str(big.value) == "RPC result of 20,000 bytes exceeds the coordinator's max_frame of 16,384 bytes"
+            with pytest.raises(tatzelwurm.RemoteError) as raised:
+                await asyncio.wait_for(caller.call_value("ns", "svc", b"raise"), 10)
+            assert str(raised.value) == ("error text of 20,012 bytes exceeds the coordinator's max_frame of 16,384 bytes; "
+                                         "the error text began: ValueError: " + "x" * 988)
+            assert await caller.call_value("ns", "svc", b"small") == b"ok"  # the recipient is still there
     finally:
         coord.stop()
 

@@ -75,6 +75,48 @@ async def test_async_and_blocking_handlers(client: tatzelwurm.Client, worker_fac
     assert threads["async"] == "MainThread" and threads["blocking"].startswith("tatzelwurm-task")
 
 
+async def test_outcome_over_max_frame_fails_the_task_and_the_worker_goes_on(tmp_path: Path, unique: str) -> None:
+    # Refused unsent, such an outcome used to be dropped and its task to stay running for ever.
+    coord = Coordinator(tmp_path / "data", extra_args=["--max-frame", "16384"])
+    coord.start()
+    try:
+        async def big_result(task: TaskContext) -> bytes:
+            return b"r" * 20_000
+
+        async def big_error(task: TaskContext) -> None:
+            raise TaskExit(3, error="e" * 20_000)
+
+        def raises(task: TaskContext) -> None:
+            raise ValueError("x" * 20_000)
+
+        async def small(task: TaskContext) -> bytes:
+            return b"ok"
+
+        worker = Worker({"result": big_result, "error": big_error, "raise": raises, "small": small}, slots=1,
+                        address=coord.address, token=coord.token)
+        await worker.start()
+        disconnects: list[BaseException] = []
+        worker.client.on_disconnect(disconnects.append)
+        try:
+            async with await tatzelwurm.connect(coord.address, coord.token) as c:
+                limit = "the coordinator's max_frame of 16,384 bytes"
+                o = await asyncio.wait_for(c.wait(await c.add(type="result")), 10)
+                assert (o.exit_code, o.result, o.error) == (1, None, f"result of 20,000 bytes exceeds {limit}")
+                o = await asyncio.wait_for(c.wait(await c.add(type="error")), 10)
+                assert (o.exit_code, o.error) == (3, f"error text of 20,000 bytes exceeds {limit}; "
+                                                     "the error text began: " + "e" * 1000)
+                o = await asyncio.wait_for(c.wait(await c.add(type="raise")), 10)
+                assert (o.exit_code, o.error) == (1, f"error text of 20,012 bytes exceeds {limit}; "
+                                                     "the error text began: ValueError: " + "x" * 988)
+                o = await asyncio.wait_for(c.wait(await c.add(type="small")), 10)
+                assert (o.exit_code, o.result) == (0, b"ok")
+            assert disconnects == []
+        finally:
+            await worker.stop(graceful=False)
+    finally:
+        coord.stop()
+
+
 async def test_slots_limit_concurrency(client: tatzelwurm.Client, worker_factory: Any, unique: str) -> None:
     running = 0
     peak = 0

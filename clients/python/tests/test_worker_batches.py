@@ -365,12 +365,18 @@ async def test_report_frames_respect_the_count_limit_and_max_frame(scripted_work
     assert sent == [(i, K.PENDING) for i in range(pending)] + [(i, K.FINISHED) for i in range(100)]
 
 
-async def test_a_lone_report_over_max_frame_is_refused_alone(scripted_worker: Any) -> None:
+async def test_a_finished_report_over_max_frame_goes_out_as_a_failure_naming_the_sizes(scripted_worker: Any) -> None:
     coord, client, _ = await scripted_worker(True, max_frame=2048)
     small = client.report(1, K.ACCEPTED)
     too_big = client.report(1, K.FINISHED, 0, bytes(4096))
     after = client.report(2, K.ACCEPTED)
-    await small
-    with pytest.raises(p.FrameTooLarge):
-        await too_big
-    await after
+    await asyncio.gather(small, too_big, after)
+    reports: list[p.TaskReport] = []
+    while len(reports) < 3:
+        frame = await coord.next(p.TaskUpdates)
+        assert len(p.encode_body(frame)) <= 2048
+        reports += frame.reports
+    assert [(r.task_id, r.kind) for r in reports] == [(1, K.ACCEPTED), (1, K.FINISHED), (2, K.ACCEPTED)]
+    finished = reports[1]
+    assert finished.exit_code == 1 and finished.result is None
+    assert finished.error == "result of 4,096 bytes exceeds the coordinator's max_frame of 2,048 bytes"

@@ -167,13 +167,15 @@ class Connection:
     # -- sending -----------------------------------------------------------------------------
 
     def send(self, message: p.Message) -> None:
-        """Write one frame (no reply expected, or the caller tracks it)."""
+        """Write one frame (no reply expected, or the caller tracks it). A message beyond the
+        coordinator's ``max_frame`` raises :class:`~tatzelwurm.protocol.FrameTooLarge` and is not sent:
+        the coordinator would close the connection, failing every request in flight."""
         if self._closed.done():
             raise ConnectionLost("not connected")
         frame = p.encode_frame(message)
         if len(frame) - p.HEADER_SIZE > self.welcome.max_frame:
-            raise p.FrameTooLarge(f"{type(message).__name__} of {len(frame)} bytes exceeds the coordinator's "
-                                  f"max_frame {self.welcome.max_frame}")
+            raise p.FrameTooLarge(f"{type(message).__name__} of {len(frame) - p.HEADER_SIZE:,} bytes exceeds the "
+                                  f"coordinator's max_frame of {self.welcome.max_frame:,} bytes")
         self._writer.write(frame)
 
     def request(self, message: p.Request, on_layer: Callable[[Any], None] | None = None) -> asyncio.Future[p.Reply]:
@@ -296,7 +298,7 @@ _TASK_UPDATES_ENVELOPE = len(p.encode_body(p.TaskUpdates(0xFFFFFFFF, []))) + 4
 class _Report:
     """One report until the coordinator has acknowledged (or refused) it."""
 
-    __slots__ = ("seq", "report", "future", "size", "sent_on", "resent")
+    __slots__ = ("seq", "report", "future", "size", "sent_on", "resent", "shrunk")
 
     def __init__(self, seq: int, report: p.TaskReport, future: asyncio.Future[None]) -> None:
         self.seq = seq
@@ -307,6 +309,8 @@ class _Report:
         self.sent_on: Connection | None = None
         # Written to a connection that was lost before the reply: it may have been applied there.
         self.resent = False
+        # Replaced by a failure because the outcome did not fit the coordinator's max_frame.
+        self.shrunk = False
 
 
 class _Reporter:
@@ -408,8 +412,17 @@ class _Reporter:
                 self._wake.set()  # sent again on the next connection, with the rest
                 return
             except TatzelwurmError as exc:  # FrameTooLarge: a lone report over max_frame
-                for entry in batch:
-                    self._settle(entry, exc)
+                entry = batch[0]
+                if isinstance(exc, p.FrameTooLarge) and entry.report.kind == p.TaskUpdateKind.FINISHED \
+                        and not entry.shrunk:
+                    # Refused unsent, the outcome would leave the task running for ever: it becomes
+                    # a failure that fits and says why; a completed outcome fails with 1 (as a raising
+                    # handler does), a failed or killed one keeps its code.
+                    entry.report, entry.size, entry.shrunk = _shrink_finished(entry.report, conn.welcome.max_frame), 0, True
+                    log.warning("task %s: reported failed: %s", entry.report.task_id, entry.report.error)
+                    self._outgoing.appendleft(entry)
+                    continue
+                self._settle(entry, exc)
                 continue
             for entry in batch:
                 entry.sent_on = conn
@@ -474,6 +487,42 @@ class _Reporter:
         else:
             log.warning("coordinator refused %s for task %s: %s", kind, task_id, exc)
             entry.future.set_exception(exc)
+
+
+# More of the original error text would only bloat the failure that replaces it.
+_MAX_QUOTED = 1000
+_BEGAN = "; the error text began: "
+
+
+def _too_large_text(what: str, data: bytes | None, error: str | None, max_frame: int,
+                    build: Callable[[str], p.Message]) -> str:
+    """The error text that replaces a result (``data``) or error text too large for the coordinator's
+    ``max_frame``: the sizes and the limit, then the start of ``error`` as far as the message that
+    ``build(text)`` makes still fits (measured with the real encoder)."""
+    error_bytes = len(error.encode()) if error else 0
+    if data is not None and error:
+        sizes = f"{what} of {len(data):,} bytes and error text of {error_bytes:,} bytes exceed"
+    elif data is not None:
+        sizes = f"{what} of {len(data):,} bytes exceeds"
+    else:
+        sizes = f"error text of {error_bytes:,} bytes exceeds"
+    text = f"{sizes} the coordinator's max_frame of {max_frame:,} bytes"
+    if not error:
+        return text
+    # A longer string may need a wider MessagePack header: up to 4 more bytes (str8 to str32).
+    room = max_frame - len(p.encode_body(build(text + _BEGAN))) - 4
+    quoted = error[:_MAX_QUOTED].encode()[:max(room, 0)].decode("utf-8", "ignore")
+    return text + _BEGAN + quoted if quoted else text
+
+
+def _shrink_finished(report: p.TaskReport, max_frame: int) -> p.TaskReport:
+    def build(error: str) -> p.TaskReport:
+        return dataclasses.replace(report, exit_code=report.exit_code or 1, result=None, error=error)
+
+    # Measured as the larger of its two frames: alone in a TaskUpdates with the widest request id.
+    text = _too_large_text("result", report.result, report.error, max_frame,
+                           lambda error: p.TaskUpdates(0xFFFFFFFF, [build(error)]))
+    return build(text)
 
 
 def _default_client_name() -> str:
@@ -813,7 +862,15 @@ class Client:
             log.debug("dropping RPC response for call %s: not connected", response.call_id)
             return
         try:
-            conn.send(response)
+            try:
+                conn.send(response)
+            except p.FrameTooLarge:
+                # Unsent, the caller would wait until this connection closes: it gets the reason instead.
+                max_frame = conn.welcome.max_frame
+                text = _too_large_text("RPC result", response.payload, response.error, max_frame,
+                                       lambda error: dataclasses.replace(response, payload=None, error=error))
+                log.warning("RPC call %s: answered with an error: %s", response.call_id, text)
+                conn.send(p.RpcResponse(response.call_id, p.RpcResponseKind.ERROR, None, text))
         except TatzelwurmError as exc:
             log.warning("could not send RPC response for call %s: %s", response.call_id, exc)
 
