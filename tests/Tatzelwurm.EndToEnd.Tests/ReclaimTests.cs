@@ -40,7 +40,11 @@ public sealed class ReclaimTests
             var done = await cluster.WaitForTaskAsync(id, "to complete", t => t.State == States.Terminated);
             Assert.True(done.ExitCode == 0, Cluster.Describe(done));
             Assert.Equal(0, done.Attempts);
-            Assert.Equal([States.Ready, States.Submit, States.Run, States.Terminated], done.History.Select(h => h.State));
+            // Exactly one run, finished on the reclaiming connection. Before it, on a loaded machine the
+            // worker may already have dropped a silent connection once while the task was only
+            // assigned: the coordinator then assigns it again (ready, submit twice), which is not a rerun.
+            Assert.Equal(1, done.History.Count(h => h.State == States.Run));
+            Assert.Equal([States.Run, States.Terminated], done.History.TakeLast(2).Select(h => h.State));
         }
 
         Assert.Equal(ids.Count, (await cluster.StopWorkerAsync(proxied, "w-proxied")).Completed);
@@ -101,7 +105,11 @@ public sealed class ReclaimTests
             var done = await cluster.WaitForTaskAsync(id, "to complete", t => t.State == States.Terminated);
             Assert.True(done.ExitCode == 0, Cluster.Describe(done));
             Assert.Equal(0, done.Attempts);
-            Assert.Equal([States.Ready, States.Submit, States.Run, States.Terminated], done.History.Select(h => h.State));
+            // Exactly one run, finished on the reclaiming connection. Before it, on a loaded machine the
+            // worker may already have dropped a silent connection once while the task was only
+            // assigned: the coordinator then assigns it again (ready, submit twice), which is not a rerun.
+            Assert.Equal(1, done.History.Count(h => h.State == States.Run));
+            Assert.Equal([States.Run, States.Terminated], done.History.TakeLast(2).Select(h => h.State));
         }
 
         Assert.Equal(ids.Count, (await cluster.StopWorkerAsync(proxied, "w-proxied")).Completed);
