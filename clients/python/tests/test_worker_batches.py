@@ -316,11 +316,32 @@ async def test_per_item_and_whole_frame_refusals(scripted_worker: Any) -> None:
         await unknown
     assert client.unacknowledged_reports() == []
 
-    coord.answer = lambda request: p.Error(request.request_id, p.ErrorCode.STORE_UNAVAILABLE, "disk full")
-    refused = [client.report(4, K.ACCEPTED), client.report(5, K.ACCEPTED)]
-    for fut in refused:
-        with pytest.raises(p.StoreUnavailable):
-            await fut
+
+async def test_reports_the_store_could_not_persist_are_sent_again_in_order(
+        scripted_worker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tatzelwurm.client, "STORE_RETRY_SECONDS", 0.05)
+    coord, client, _ = await scripted_worker(True)
+    failing = True
+
+    def answer(request: p.Request) -> p.Message:
+        assert isinstance(request, p.TaskUpdates)
+        if not failing:
+            return ScriptedCoordinator.apply_all(request)
+        if len(request.reports) == 1:
+            return p.Error(request.request_id, p.ErrorCode.STORE_UNAVAILABLE, "disk full")
+        # The first report applied, the store failing for the rest.
+        return p.TaskUpdatesResult(request.request_id, [
+            p.ReportFailure(i, p.ErrorCode.STORE_UNAVAILABLE, "disk full") for i in range(1, len(request.reports))])
+
+    coord.answer = answer
+    futures = [client.report(4, K.ACCEPTED), client.report(4, K.FINISHED, 0, b"r"), client.report(5, K.ACCEPTED)]
+    frames = [[(r.task_id, r.kind) for r in (await coord.next(p.TaskUpdates)).reports] for _ in range(3)]
+    assert frames == [[(4, K.ACCEPTED), (4, K.FINISHED), (5, K.ACCEPTED)],
+                      [(4, K.FINISHED), (5, K.ACCEPTED)],
+                      [(5, K.ACCEPTED)]]  # refused as a whole frame: kept, not failed
+    assert futures[0].done() and futures[1].done() and not futures[2].done()
+    failing = False
+    await asyncio.wait_for(asyncio.gather(*futures), 10)
     assert client.unacknowledged_reports() == []
 
 

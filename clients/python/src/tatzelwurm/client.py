@@ -294,6 +294,10 @@ class _Subscription:
 # plus the 4 bytes by which the list header can grow (fixarray to array32).
 _TASK_UPDATES_ENVELOPE = len(p.encode_body(p.TaskUpdates(0xFFFFFFFF, []))) + 4
 
+# A report the coordinator could not persist (StoreUnavailable: nothing happened) is sent again after
+# this pause, as the C# Worker does; the coordinator refuses every change until its store recovers.
+STORE_RETRY_SECONDS = 0.5
+
 
 class _Report:
     """One report until the coordinator has acknowledged (or refused) it."""
@@ -333,6 +337,8 @@ class _Reporter:
         self._outgoing: collections.deque[_Report] = collections.deque()
         self._wake = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
+        # Event-loop time before which nothing is written: set by a StoreUnavailable.
+        self._retry_at = 0.0
 
     def report(self, report: p.TaskReport) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -369,6 +375,9 @@ class _Reporter:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            pause = self._retry_at - asyncio.get_running_loop().time()
+            if pause > 0:
+                await asyncio.sleep(pause)
             try:
                 conn = await self._client._wait_ready(timeout=None)
             except ClientClosed:
@@ -465,10 +474,24 @@ class _Reporter:
                 exc = p.ProtocolError(f"expected {expected.__name__}, got {type(message).__name__}")
             elif isinstance(message, p.TaskUpdatesResult):
                 failures = {failure.index: failure.error() for failure in message.failed}
+        not_persisted: list[_Report] = []
         for index, entry in enumerate(batch):
             # Written again meanwhile, or forgotten: this reply no longer decides it.
             if entry.sent_on is conn and not entry.future.done():
-                self._settle(entry, exc or failures.get(index))
+                error = exc or failures.get(index)
+                if isinstance(error, p.StoreUnavailable):
+                    entry.sent_on = None
+                    not_persisted.append(entry)
+                    reason = error
+                else:
+                    self._settle(entry, error)
+        if not_persisted:
+            log.warning("coordinator could not persist %d report(s), sending them again in %.1f s: %s",
+                        len(not_persisted), STORE_RETRY_SECONDS, reason)
+            # Back in the order they were made, ahead of any later report of their tasks.
+            self._outgoing = collections.deque(sorted([*self._outgoing, *not_persisted], key=lambda e: e.seq))
+            self._retry_at = asyncio.get_running_loop().time() + STORE_RETRY_SECONDS
+            self._wake.set()
 
     def _settle(self, entry: _Report, exc: BaseException | None) -> None:
         task_id = entry.report.task_id
