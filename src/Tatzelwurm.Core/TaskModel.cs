@@ -33,7 +33,11 @@ public static class ExitCodes
     public const int Killed = -1;
 }
 
-public sealed record Transition(TaskState State, DateTimeOffset At, string? Reason);
+/// <summary>
+/// One entry of a task's history. A value, not an object: a history is an array of them, 32 bytes
+/// an entry instead of a reference and a 48-byte object.
+/// </summary>
+public readonly record struct Transition(TaskState State, DateTimeOffset At, string? Reason);
 
 /// <summary>
 /// One task. Immutable: every change goes through <see cref="TaskTransitions"/> and yields a new

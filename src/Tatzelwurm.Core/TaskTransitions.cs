@@ -254,12 +254,15 @@ public static class TaskTransitions
             throw new InvalidOperationException($"illegal edge {task.State.Name()} → {to.Name()} for task {task.Id}");
         }
 
+        // An array rather than a collection expression typed as the interface, which would wrap the
+        // array in one more object per record.
+        Transition[] history = [.. task.History, new Transition(to, now, reason)];
         return task with
         {
             State = to,
             UpdatedAt = now,
             Reason = reason ?? task.Reason,
-            History = [.. task.History, new Transition(to, now, reason)],
+            History = history,
         };
     }
 }
