@@ -56,7 +56,6 @@ public enum WorkerReport
 public sealed class CoordinatorState
 {
     private const int MaxPurgePerPass = 10_000;
-    private const int MaxInternedNames = 10_000;
 
     private readonly Dictionary<long, TaskRecord> _tasks = [];
     private readonly int[] _counts = new int[6];
@@ -73,7 +72,6 @@ public sealed class CoordinatorState
     private readonly List<KeyValuePair<string, int?>> _tagLimitChanges = [];
     private List<TaskChange> _changes = [];
     private List<WorkerMessage> _outbox = [];
-    private readonly HashSet<string> _names = new(StringComparer.Ordinal);
     private TaskRecord? _lastCreated;
     private long _lastId;
     private bool _assignNeeded;
@@ -176,45 +174,10 @@ public sealed class CoordinatorState
 
     public TaskRecord AddTask(NewTask spec, DateTimeOffset now)
     {
-        spec = spec with { Type = Intern(spec.Type), Tags = Intern(spec.Tags) };
         var task = TaskTransitions.Create(++_lastId, spec, Options.DefaultPolicy, now, _lastCreated);
         Put(task);
         _lastCreated = task;
         return task;
-    }
-
-    // Each decoded task brings its own copy of its type and tags, while a million tasks share a few
-    // names: one instance each saves ≈30 bytes per name and task. Bounded, so that clients inventing
-    // names cannot grow the pool without limit (names past the bound are kept as they came).
-    private string Intern(string name)
-    {
-        if (_names.TryGetValue(name, out var interned))
-        {
-            return interned;
-        }
-
-        if (_names.Count < MaxInternedNames)
-        {
-            _names.Add(name);
-        }
-
-        return name;
-    }
-
-    private IReadOnlyList<string> Intern(IReadOnlyList<string> tags)
-    {
-        if (tags.Count == 0)
-        {
-            return [];
-        }
-
-        var interned = new string[tags.Count];
-        for (var i = 0; i < interned.Length; i++)
-        {
-            interned[i] = Intern(tags[i]);
-        }
-
-        return interned;
     }
 
     /// <summary>Play, pause or kill one task; for a task on a worker the worker is told.</summary>

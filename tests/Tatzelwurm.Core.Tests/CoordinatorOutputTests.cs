@@ -208,19 +208,6 @@ public class CoordinatorOutputTests
     }
 
     [Fact]
-    public void AddTask_NamesDecodedSeparately_OneInstanceEach()
-    {
-        var h = new Harness();
-
-        var first = h.State.AddTask(Spec(type: new string("bench".AsSpan()), tags: [new string("gpu".AsSpan())]), h.Now);
-        var second = h.State.AddTask(Spec(type: new string("bench".AsSpan()), tags: [new string("gpu".AsSpan())]), h.Now);
-
-        Assert.Same(first.Type, second.Type);
-        Assert.Same(first.Tags[0], second.Tags[0]);
-        Assert.Equal(["gpu"], second.Tags);
-    }
-
-    [Fact]
     public void Register_SameWorkerWithNewTypesAndSlots_Updated()
     {
         var h = new Harness();
