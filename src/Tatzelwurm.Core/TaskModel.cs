@@ -1,8 +1,8 @@
 namespace Tatzelwurm.Core;
 
 // Persisted numeric values: the store writes these integers, so they must never change
-// (Tatzelwurm.Core.Tests freezes them). Bytes, as the enums a task record holds: with the times
-// packed (TaskRecord) they share one word instead of taking one each.
+// (Tatzelwurm.Core.Tests freezes them). Bytes: a task record holds three of these, which then
+// share one word with its other small fields instead of taking four bytes each.
 public enum TaskState : byte
 {
     Created = 0,
@@ -90,6 +90,7 @@ public sealed record TaskRecord
         get => Unpack(_updatedTicks, _updatedOffset);
         init => (_updatedTicks, _updatedOffset) = Pack(value);
     }
+
     public IReadOnlyList<Transition> History { get; init; } = [];
 
     /// <summary>True when a worker holds the task and must be told about changes to it.</summary>
