@@ -19,6 +19,12 @@ var config = ManualConfig.Create(DefaultConfig.Instance)
     .AddColumn(StatisticColumn.P95)
     .WithOptions(ConfigOptions.JoinSummary);
 
+if (args is ["heap", ..])
+{
+    await Tatzelwurm.Benchmarks.HeapPerTask.RunAsync(args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 100_000);
+    return;
+}
+
 BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args, config);
 
 public partial class Program;

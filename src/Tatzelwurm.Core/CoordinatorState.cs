@@ -53,13 +53,13 @@ public enum WorkerReport
 /// and worker messages (to send once durable); the owner takes them with <see cref="TakeBatch"/>,
 /// <see cref="TakeChanges"/> and <see cref="TakeOutbox"/>.
 /// </summary>
-public sealed class CoordinatorState(CoordinatorOptions options)
+public sealed class CoordinatorState
 {
     private const int MaxPurgePerPass = 10_000;
 
     private readonly Dictionary<long, TaskRecord> _tasks = [];
     private readonly int[] _counts = new int[6];
-    private readonly ReadyQueue _ready = new();
+    private readonly ReadyQueue _ready;
     private readonly Dictionary<string, WorkerRecord> _workers = new(StringComparer.Ordinal);
     private readonly Dictionary<string, int> _tagLimits = new(StringComparer.Ordinal);
     private readonly Dictionary<string, int> _tagRunning = new(StringComparer.Ordinal);
@@ -72,11 +72,18 @@ public sealed class CoordinatorState(CoordinatorOptions options)
     private readonly List<KeyValuePair<string, int?>> _tagLimitChanges = [];
     private List<TaskChange> _changes = [];
     private List<WorkerMessage> _outbox = [];
+    private TaskRecord? _lastCreated;
     private long _lastId;
     private bool _assignNeeded;
     private bool _loading;
 
-    public CoordinatorOptions Options { get; } = options;
+    public CoordinatorState(CoordinatorOptions options)
+    {
+        Options = options;
+        _ready = new ReadyQueue(_tasks);
+    }
+
+    public CoordinatorOptions Options { get; }
 
     public IReadOnlyDictionary<long, TaskRecord> Tasks => _tasks;
 
@@ -84,7 +91,7 @@ public sealed class CoordinatorState(CoordinatorOptions options)
 
     public IReadOnlyDictionary<string, int> TagLimits => _tagLimits;
 
-    public int ReadyCount => _ready.Count;
+    public int ReadyCount => _counts[(int)TaskState.Ready];
 
     public int Count(TaskState state) => _counts[(int)state];
 
@@ -167,8 +174,9 @@ public sealed class CoordinatorState(CoordinatorOptions options)
 
     public TaskRecord AddTask(NewTask spec, DateTimeOffset now)
     {
-        var task = TaskTransitions.Create(++_lastId, spec, Options.DefaultPolicy, now);
+        var task = TaskTransitions.Create(++_lastId, spec, Options.DefaultPolicy, now, _lastCreated);
         Put(task);
+        _lastCreated = task;
         return task;
     }
 
@@ -541,11 +549,10 @@ public sealed class CoordinatorState(CoordinatorOptions options)
                 return assigned;
             }
 
-            _ready.Take(bestType, best);
             var task = _tasks[best.Id];
             if (BlockingTag(task) is { } tag)
             {
-                _ready.ParkForTag(tag, best);
+                _ready.ParkForTag(bestType, tag, best);
                 continue;
             }
 
@@ -556,7 +563,7 @@ public sealed class CoordinatorState(CoordinatorOptions options)
                 continue;
             }
 
-            _ready.Forget(task.Id);
+            // Put takes the task out of the ready set as it leaves ready.
             var step = TaskTransitions.Assign(task, worker.Id, now);
             Put(step.Task!);
             _outbox.Add(new WorkerMessage(worker.Connection!, WorkerMessageKind.Assign, step.Task));

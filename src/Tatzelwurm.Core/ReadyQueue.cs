@@ -4,13 +4,14 @@ namespace Tatzelwurm.Core;
 /// The assigner's index of ready tasks: one ordered set per type, highest priority first and FIFO
 /// (by id) within a priority, so that taking the best task costs O(log n) and never scans the table.
 /// Tasks a tag limit holds back are parked per tag and come back when that tag frees a place.
+/// Whether a task is still ready, and its type, are read from the task table rather than kept a
+/// second time per task here (a million ready tasks would cost ≈44 MB more).
 /// </summary>
-internal sealed class ReadyQueue
+internal sealed class ReadyQueue(IReadOnlyDictionary<long, TaskRecord> tasks)
 {
     private readonly Dictionary<string, SortedSet<Entry>> _byType = new(StringComparer.Ordinal);
     private readonly Dictionary<string, List<Entry>> _parkedByTag = new(StringComparer.Ordinal);
-    private readonly List<(Entry Entry, string Type)> _parkedRejected = [];
-    private readonly Dictionary<long, string> _where = [];
+    private readonly List<Entry> _parkedRejected = [];
 
     public readonly record struct Entry(int Priority, long Id) : IComparable<Entry>
     {
@@ -20,8 +21,6 @@ internal sealed class ReadyQueue
             return byPriority != 0 ? byPriority : Id.CompareTo(other.Id);
         }
     }
-
-    public int Count => _where.Count;
 
     public IEnumerable<KeyValuePair<string, SortedSet<Entry>>> Types => _byType;
 
@@ -34,28 +33,21 @@ internal sealed class ReadyQueue
         }
 
         set.Add(new Entry(task.Priority, task.Id));
-        _where[task.Id] = task.Type;
     }
 
-    /// <summary>Removes a task wherever it is (ready set or parked); parked entries are dropped lazily.</summary>
+    /// <summary>Removes a task that leaves ready from its set; parked entries are dropped lazily.</summary>
     public void Remove(TaskRecord task)
     {
-        if (_where.Remove(task.Id) && _byType.TryGetValue(task.Type, out var set))
+        if (_byType.TryGetValue(task.Type, out var set))
         {
             set.Remove(new Entry(task.Priority, task.Id));
         }
     }
 
-    public bool Contains(long id) => _where.ContainsKey(id);
-
-    public void Take(string type, Entry entry) => _byType[type].Remove(entry);
-
-    /// <summary>The task left ready (it was assigned).</summary>
-    public void Forget(long id) => _where.Remove(id);
-
-    /// <summary>Holds a taken task back until <paramref name="tag"/> frees a place.</summary>
-    public void ParkForTag(string tag, Entry entry)
+    /// <summary>Takes a task out of its set until <paramref name="tag"/> frees a place.</summary>
+    public void ParkForTag(string type, string tag, Entry entry)
     {
+        _byType[type].Remove(entry);
         if (!_parkedByTag.TryGetValue(tag, out var list))
         {
             list = [];
@@ -65,8 +57,12 @@ internal sealed class ReadyQueue
         list.Add(entry);
     }
 
-    /// <summary>Holds a taken task back until a worker joins or frees a slot (every eligible worker rejected it).</summary>
-    public void ParkRejected(string type, Entry entry) => _parkedRejected.Add((entry, type));
+    /// <summary>Takes a task out of its set until a worker joins or frees a slot (every eligible worker rejected it).</summary>
+    public void ParkRejected(string type, Entry entry)
+    {
+        _byType[type].Remove(entry);
+        _parkedRejected.Add(entry);
+    }
 
     public void UnparkTag(string tag)
     {
@@ -81,7 +77,7 @@ internal sealed class ReadyQueue
 
     public void UnparkRejected()
     {
-        foreach (var (entry, _) in _parkedRejected)
+        foreach (var entry in _parkedRejected)
         {
             Restore(entry);
         }
@@ -91,10 +87,11 @@ internal sealed class ReadyQueue
 
     private void Restore(Entry entry)
     {
-        // Entries of tasks removed while parked (killed, paused) are skipped here.
-        if (_where.TryGetValue(entry.Id, out var type))
+        // Entries of tasks that left ready while parked (killed, paused) are skipped here; one that
+        // left and came back is in its set already, and adding it again changes nothing.
+        if (tasks.TryGetValue(entry.Id, out var task) && task.State == TaskState.Ready)
         {
-            _byType[type].Add(entry);
+            _byType[task.Type].Add(entry);
         }
     }
 }

@@ -1,8 +1,9 @@
 namespace Tatzelwurm.Core;
 
 // Persisted numeric values: the store writes these integers, so they must never change
-// (Tatzelwurm.Core.Tests freezes them).
-public enum TaskState
+// (Tatzelwurm.Core.Tests freezes them). Bytes: a task record holds three of these, which then
+// share one word with its other small fields instead of taking four bytes each.
+public enum TaskState : byte
 {
     Created = 0,
     Ready = 1,
@@ -12,14 +13,14 @@ public enum TaskState
     Terminated = 5,
 }
 
-public enum DeliveryPolicy
+public enum DeliveryPolicy : byte
 {
     AtMostOnce = 1,
     AtLeastOnce = 2,
 }
 
 /// <summary>A control action recorded on a task until its worker confirms it.</summary>
-public enum PendingControl
+public enum PendingControl : byte
 {
     None = 0,
     Pause = 1,
@@ -33,7 +34,11 @@ public static class ExitCodes
     public const int Killed = -1;
 }
 
-public sealed record Transition(TaskState State, DateTimeOffset At, string? Reason);
+/// <summary>
+/// One entry of a task's history. A value, not an object: a history is an array of them, 32 bytes
+/// an entry instead of a reference and a 48-byte object.
+/// </summary>
+public readonly record struct Transition(TaskState State, DateTimeOffset At, string? Reason);
 
 /// <summary>
 /// One task. Immutable: every change goes through <see cref="TaskTransitions"/> and yields a new
@@ -65,17 +70,46 @@ public sealed record TaskRecord
     public PendingControl PendingControl { get; init; }
 
     /// <summary>When a kill was sent to the worker; drives escalation to abandon.</summary>
-    public DateTimeOffset? KillRequestedAt { get; init; }
+    public DateTimeOffset? KillRequestedAt
+    {
+        get => _killRequestedTicks == NoTime ? null : Unpack(_killRequestedTicks, _killRequestedOffset);
+        init => (_killRequestedTicks, _killRequestedOffset) = value is { } at ? Pack(at) : (NoTime, (short)0);
+    }
 
     /// <summary>Reason of the last policy decision or control action.</summary>
     public string? Reason { get; init; }
 
-    public required DateTimeOffset CreatedAt { get; init; }
-    public required DateTimeOffset UpdatedAt { get; init; }
+    public required DateTimeOffset CreatedAt
+    {
+        get => Unpack(_createdTicks, _createdOffset);
+        init => (_createdTicks, _createdOffset) = Pack(value);
+    }
+
+    public required DateTimeOffset UpdatedAt
+    {
+        get => Unpack(_updatedTicks, _updatedOffset);
+        init => (_updatedTicks, _updatedOffset) = Pack(value);
+    }
+
     public IReadOnlyList<Transition> History { get; init; } = [];
 
     /// <summary>True when a worker holds the task and must be told about changes to it.</summary>
     public bool OnWorker => WorkerId is not null && State is TaskState.Submit or TaskState.Run or TaskState.Pause;
+
+    // The times as their clock ticks and offset in minutes, exactly what a DateTimeOffset holds,
+    // without its padding to 16 bytes (24 when nullable): with the byte enums a record takes 152
+    // bytes instead of 192, 40 MB for a million queued tasks.
+    private const long NoTime = -1;
+    private readonly long _createdTicks;
+    private readonly long _updatedTicks;
+    private readonly long _killRequestedTicks = NoTime;
+    private readonly short _createdOffset;
+    private readonly short _updatedOffset;
+    private readonly short _killRequestedOffset;
+
+    private static (long Ticks, short OffsetMinutes) Pack(DateTimeOffset at) => (at.Ticks, (short)at.TotalOffsetMinutes);
+
+    private static DateTimeOffset Unpack(long ticks, short offsetMinutes) => new(ticks, TimeSpan.FromMinutes(offsetMinutes));
 }
 
 /// <summary>What a client asks for when it adds a task.</summary>

@@ -40,9 +40,18 @@ public static class TaskTransitions
 
     public static bool IsLegal(TaskState from, TaskState to) => Edges[from].Contains(to);
 
-    public static TaskRecord Create(long id, NewTask spec, DeliveryPolicy defaultPolicy, DateTimeOffset now)
+    /// <param name="previous">
+    /// The task created just before, if any. When its history is the one this task starts with (the
+    /// same state at the same instant, as for the tasks of one request), the new record shares it
+    /// rather than holding an equal copy: histories are immutable, and a million queued tasks save
+    /// ≈48 MB.
+    /// </param>
+    public static TaskRecord Create(long id, NewTask spec, DeliveryPolicy defaultPolicy, DateTimeOffset now, TaskRecord? previous = null)
     {
         var state = spec.Ready ? TaskState.Ready : TaskState.Created;
+        var history = previous?.History is [{ Reason: null } first] && first.State == state && first.At.EqualsExact(now)
+            ? previous.History
+            : [new Transition(state, now, null)];
         return new TaskRecord
         {
             Id = id,
@@ -55,7 +64,7 @@ public static class TaskTransitions
             State = state,
             CreatedAt = now,
             UpdatedAt = now,
-            History = [new Transition(state, now, null)],
+            History = history,
         };
     }
 
@@ -245,12 +254,15 @@ public static class TaskTransitions
             throw new InvalidOperationException($"illegal edge {task.State.Name()} → {to.Name()} for task {task.Id}");
         }
 
+        // An array rather than a collection expression typed as the interface, which would wrap the
+        // array in one more object per record.
+        Transition[] history = [.. task.History, new Transition(to, now, reason)];
         return task with
         {
             State = to,
             UpdatedAt = now,
             Reason = reason ?? task.Reason,
-            History = [.. task.History, new Transition(to, now, reason)],
+            History = history,
         };
     }
 }

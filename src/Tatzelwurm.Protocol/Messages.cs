@@ -1,4 +1,5 @@
 using MessagePack;
+using MessagePack.Formatters;
 
 namespace Tatzelwurm.Protocol;
 
@@ -264,13 +265,13 @@ public enum DeliveryPolicy
     AtLeastOnce = 2,
 }
 
-/// <summary>One task to add.</summary>
+/// <summary>One task to add. Its type and tags are interned as they are decoded (<see cref="InternedStringsFormatter"/>).</summary>
 [MessagePackObject]
 public sealed record TaskSpec(
     [property: Key(0)] byte[] Payload,
-    [property: Key(1)] string Type,
+    [property: Key(1), MessagePackFormatter(typeof(StringInterningFormatter))] string Type,
     [property: Key(2)] int Priority,
-    [property: Key(3)] IReadOnlyList<string> Tags,
+    [property: Key(3), MessagePackFormatter(typeof(InternedStringsFormatter))] IReadOnlyList<string> Tags,
     [property: Key(4)] DeliveryPolicy Policy,
     [property: Key(5)] bool Ready,
     [property: Key(6)] bool NoReply);

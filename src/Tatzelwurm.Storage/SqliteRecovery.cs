@@ -206,6 +206,9 @@ internal static class SqliteRecovery
         private readonly StringPool _pool = new();
         private readonly List<string> _tags = new(8);
         private readonly List<Transition> _history = new(16);
+        private byte[] _previousBlob = new byte[64];
+        private int _previousBlobLength = -1;
+        private Transition[] _previousHistory = [];
         private readonly Dictionary<string, string[]> _tagSets = new(StringComparer.Ordinal);
         private readonly Dictionary<string, string[]>.AlternateLookup<ReadOnlySpan<char>> _tagSetLookup;
 
@@ -235,6 +238,27 @@ internal static class SqliteRecovery
             }
 
             return tags;
+        }
+
+        // Tasks added together have the same history until they move (one entry, same instant): a
+        // task whose blob equals the one read before it shares that task's (immutable) history.
+        private Transition[] ReadHistory(long id, ReadOnlySpan<byte> blob, long count)
+        {
+            if (_previousBlobLength >= 0 && count == _previousHistory.Length && blob.SequenceEqual(_previousBlob.AsSpan(0, _previousBlobLength)))
+            {
+                return _previousHistory;
+            }
+
+            var history = HistoryBlob.Read(id, blob, count, _pool, _history);
+            if (blob.Length > _previousBlob.Length)
+            {
+                _previousBlob = new byte[blob.Length];
+            }
+
+            blob.CopyTo(_previousBlob);
+            _previousBlobLength = blob.Length;
+            _previousHistory = history;
+            return history;
         }
 
         // Column numbers are SelectRange's.
@@ -273,7 +297,7 @@ internal static class SqliteRecovery
                 Reason = NativeSqlite.IsNull(s, 16) ? null : _pool.Intern(NativeSqlite.ColumnSpan(s, 16)),
                 CreatedAt = DateTimeOffset.FromUnixTimeMilliseconds(NativeSqlite.ColumnInt64(s, 17)),
                 UpdatedAt = DateTimeOffset.FromUnixTimeMilliseconds(NativeSqlite.ColumnInt64(s, 18)),
-                History = HistoryBlob.Read(id, NativeSqlite.ColumnSpan(s, 20), NativeSqlite.ColumnInt64(s, 19), _pool, _history),
+                History = ReadHistory(id, NativeSqlite.ColumnSpan(s, 20), NativeSqlite.ColumnInt64(s, 19)),
             };
         }
     }

@@ -177,6 +177,37 @@ public class CoordinatorOutputTests
     }
 
     [Fact]
+    public void AddTask_SameStateAtSameInstant_SharesTheFirstHistory()
+    {
+        var h = new Harness();
+
+        var first = h.State.AddTask(Spec(), h.Now);
+        var second = h.State.AddTask(Spec(), h.Now);
+        var created = h.State.AddTask(Spec(ready: false), h.Now);
+        h.Now += OneTick;
+        var later = h.State.AddTask(Spec(), h.Now);
+
+        Assert.Same(first.History, second.History);
+        Assert.Equal([new Transition(TaskState.Created, T0, null)], created.History);
+        Assert.Equal([new Transition(TaskState.Ready, T0 + OneTick, null)], later.History);
+        Assert.NotSame(second.History, later.History);
+    }
+
+    [Fact]
+    public void AddTask_SharedHistory_AMoveLeavesTheOtherTaskUnchanged()
+    {
+        var h = new Harness();
+        h.Register("w1");
+        var first = h.Add();
+        var second = h.Add();
+
+        h.Assign();
+
+        Assert.Equal([TaskState.Ready, TaskState.Submit], h[first].History.Select(t => t.State));
+        Assert.Equal([new Transition(TaskState.Ready, T0, null)], h[second].History);
+    }
+
+    [Fact]
     public void Register_SameWorkerWithNewTypesAndSlots_Updated()
     {
         var h = new Harness();

@@ -54,4 +54,31 @@ public class GoldenVectorTests
         Assert.Equal((1u, false), (registered.RequestId, registered.Batches));
         Assert.Equal([43L], registered.Drop);
     }
+
+    [Fact]
+    public void AddTasks_TypesAndTagsOfSeparateTasks_DecodeToOneInstanceEach()
+    {
+        var frame = FrameCodec.EncodeFrame(new AddTasks(1, [
+            new TaskSpec([], "bench", 0, ["gpu", "site:a"], DeliveryPolicy.Default, true, false),
+            new TaskSpec([], "bench", 0, ["site:a"], DeliveryPolicy.Default, true, false),
+            new TaskSpec([], "other", 0, [], DeliveryPolicy.Default, true, false),
+        ]));
+
+        var tasks = Assert.IsType<AddTasks>(FrameCodec.DecodeFrame(frame)).Tasks;
+        var again = Assert.IsType<AddTasks>(FrameCodec.DecodeFrame(frame)).Tasks;
+
+        Assert.Equal(["bench", "bench", "other"], tasks.Select(t => t.Type));
+        Assert.Equal([["gpu", "site:a"], ["site:a"], []], tasks.Select(t => t.Tags));
+        Assert.Same(tasks[0].Type, tasks[1].Type);
+        Assert.Same(tasks[0].Type, again[0].Type);
+        Assert.Same(tasks[0].Tags[1], tasks[1].Tags[0]);
+    }
+
+    [Fact]
+    public void AddTasks_NilTags_DecodeAsNil()
+    {
+        var frame = FrameCodec.EncodeFrame(new AddTasks(1, [new TaskSpec([], "bench", 0, null!, DeliveryPolicy.Default, true, false)]));
+
+        Assert.Null(Assert.IsType<AddTasks>(FrameCodec.DecodeFrame(frame)).Tasks[0].Tags);
+    }
 }

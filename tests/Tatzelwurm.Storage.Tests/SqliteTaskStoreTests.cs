@@ -323,6 +323,22 @@ public sealed class SqliteTaskStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task Load_NeighboursWithEqualHistories_ShareOneAndTheOthersKeepTheirOwn()
+    {
+        var created = Minimal(1) with { State = TaskState.Ready, History = [new Transition(TaskState.Ready, T0, null)] };
+        TaskRecord[] tasks = [created, created with { Id = 2 }, Moved(created with { Id = 3 }, TaskState.Submit, "assigned"), created with { Id = 4 }];
+        await using var store = SqliteTaskStore.Open(new SqliteStoreOptions(DbPath));
+        await store.CommitAsync(Batch(tasks), Ct);
+
+        var loaded = (await store.LoadAsync(Ct)).Tasks;
+
+        Same(new StoreSnapshot(tasks, new Dictionary<string, int>(), 4), new StoreSnapshot(loaded, new Dictionary<string, int>(), 4));
+        Assert.Same(loaded[0].History, loaded[1].History);
+        Assert.NotSame(loaded[1].History, loaded[2].History);
+        Assert.Equal(2, loaded[2].History.Count);
+    }
+
+    [Fact]
     public async Task Load_DamagedHistoryBlob_IsRefusedWithTheTask()
     {
         await (await CommitOneAsync()).DisposeAsync();
