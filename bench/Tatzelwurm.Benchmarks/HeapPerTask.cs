@@ -33,7 +33,6 @@ public static class HeapPerTask
         Row("  task table and ready index (total minus the records)", indexes, n);
         Row("    Dictionary<long, TaskRecord> (task table), alone", Retained(() => TaskTable(records[0], n)), n);
         Row("    SortedSet<(int, long)> (ready set), alone", Retained(() => ReadySet(n)), n);
-        Row("    Dictionary<long, string> (task → type, as ReadyQueue._where was), alone", Retained(() => WhereTable(records[0].Type, n)), n);
 
         // Each part of a record: its size alone (N built) times the share of tasks with their own.
         var first = records[0];
@@ -212,17 +211,6 @@ public static class HeapPerTask
         }
 
         return set;
-    }
-
-    private static Dictionary<long, string> WhereTable(string type, int n)
-    {
-        var table = new Dictionary<long, string>();
-        for (var i = 0; i < n; i++)
-        {
-            table[i + 1] = type;
-        }
-
-        return table;
     }
 
     private static object? MemoryOwner(ReadOnlyMemory<byte> memory) =>
