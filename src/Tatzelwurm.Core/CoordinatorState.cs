@@ -72,7 +72,8 @@ public sealed class CoordinatorState
     private readonly List<KeyValuePair<string, int?>> _tagLimitChanges = [];
     private List<TaskChange> _changes = [];
     private List<WorkerMessage> _outbox = [];
-    private TaskRecord? _lastCreated;
+    // Only the history: holding the record would keep its payload alive after the task is purged.
+    private IReadOnlyList<Transition>? _lastCreatedHistory;
     private long _lastId;
     private bool _assignNeeded;
     private bool _loading;
@@ -174,9 +175,9 @@ public sealed class CoordinatorState
 
     public TaskRecord AddTask(NewTask spec, DateTimeOffset now)
     {
-        var task = TaskTransitions.Create(++_lastId, spec, Options.DefaultPolicy, now, _lastCreated);
+        var task = TaskTransitions.Create(++_lastId, spec, Options.DefaultPolicy, now, _lastCreatedHistory);
         Put(task);
-        _lastCreated = task;
+        _lastCreatedHistory = task.History;
         return task;
     }
 

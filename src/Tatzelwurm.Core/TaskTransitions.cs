@@ -40,17 +40,17 @@ public static class TaskTransitions
 
     public static bool IsLegal(TaskState from, TaskState to) => Edges[from].Contains(to);
 
-    /// <param name="previous">
-    /// The task created just before, if any. When its history is the one this task starts with (the
+    /// <param name="previousHistory">
+    /// The history of the task created just before, if any. When it is the one this task starts with (the
     /// same state at the same instant, as for the tasks of one request), the new record shares it
     /// rather than holding an equal copy: histories are immutable, and a million queued tasks save
     /// ≈48 MB.
     /// </param>
-    public static TaskRecord Create(long id, NewTask spec, DeliveryPolicy defaultPolicy, DateTimeOffset now, TaskRecord? previous = null)
+    public static TaskRecord Create(long id, NewTask spec, DeliveryPolicy defaultPolicy, DateTimeOffset now, IReadOnlyList<Transition>? previousHistory = null)
     {
         var state = spec.Ready ? TaskState.Ready : TaskState.Created;
-        var history = previous?.History is [{ Reason: null } first] && first.State == state && first.At.EqualsExact(now)
-            ? previous.History
+        var history = previousHistory is [{ Reason: null } first] && first.State == state && first.At.EqualsExact(now)
+            ? previousHistory
             : [new Transition(state, now, null)];
         return new TaskRecord
         {

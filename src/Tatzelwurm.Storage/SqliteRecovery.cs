@@ -276,6 +276,14 @@ internal static class SqliteRecovery
                 throw new StoreException($"task {id} has unknown state {state} (written by a newer release?)");
             }
 
+            // The enums are bytes in memory: a value beyond them must fail here, not wrap to a valid one.
+            var policy = NativeSqlite.ColumnInt(s, 6);
+            var control = NativeSqlite.ColumnInt(s, 14);
+            if (policy is < 0 or > byte.MaxValue || !Enum.IsDefined((DeliveryPolicy)policy) || control is < 0 or > byte.MaxValue || !Enum.IsDefined((PendingControl)control))
+            {
+                throw new StoreException($"task {id} has unknown delivery policy {policy} or pending control {control} (written by a newer release?)");
+            }
+
             return new TaskRecord
             {
                 Id = id,
@@ -284,7 +292,7 @@ internal static class SqliteRecovery
                 Priority = NativeSqlite.ColumnInt(s, 3),
                 Tags = ReadTags(NativeSqlite.ColumnSpan(s, 4)),
                 Payload = NativeSqlite.ColumnSpan(s, 5).ToArray(),
-                Policy = (DeliveryPolicy)NativeSqlite.ColumnInt(s, 6),
+                Policy = (DeliveryPolicy)policy,
                 NoReply = NativeSqlite.ColumnInt(s, 7) != 0,
                 ExitCode = NativeSqlite.IsNull(s, 8) ? null : NativeSqlite.ColumnInt(s, 8),
                 Result = NativeSqlite.IsNull(s, 9) ? null : NativeSqlite.ColumnSpan(s, 9).ToArray(),
@@ -292,7 +300,7 @@ internal static class SqliteRecovery
                 WorkerId = NativeSqlite.IsNull(s, 11) ? null : _pool.Intern(NativeSqlite.ColumnSpan(s, 11)),
                 Attempts = NativeSqlite.ColumnInt(s, 12),
                 Layers = NativeSqlite.ColumnInt(s, 13),
-                PendingControl = (PendingControl)NativeSqlite.ColumnInt(s, 14),
+                PendingControl = (PendingControl)control,
                 KillRequestedAt = NativeSqlite.IsNull(s, 15) ? null : DateTimeOffset.FromUnixTimeMilliseconds(NativeSqlite.ColumnInt64(s, 15)),
                 Reason = NativeSqlite.IsNull(s, 16) ? null : _pool.Intern(NativeSqlite.ColumnSpan(s, 16)),
                 CreatedAt = DateTimeOffset.FromUnixTimeMilliseconds(NativeSqlite.ColumnInt64(s, 17)),

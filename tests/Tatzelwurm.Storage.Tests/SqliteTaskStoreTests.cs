@@ -175,6 +175,24 @@ public sealed class SqliteTaskStoreTests : IDisposable
         Assert.Contains("unknown state 42", ex.Message, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("UPDATE tasks SET policy = 258", "unknown delivery policy 258")]
+    [InlineData("UPDATE task_state SET pending_control = 259", "pending control 259")]
+    public async Task Load_RowWithUnknownPolicyOrControl_IsRefusedNotWrapped(string tamper, string expected)
+    {
+        // 258 and 259 would wrap to valid byte values (2 and 3) if cast unchecked.
+        await using var store = await CommitOneAsync();
+        using (var c = new SqliteConnection($"Data Source={DbPath};Pooling=false"))
+        {
+            c.Open();
+            Scalar(c, tamper);
+        }
+
+        var ex = await Assert.ThrowsAsync<StoreException>(() => store.LoadAsync(Ct));
+
+        Assert.Contains(expected, ex.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void Open_NotASqliteFile_ThrowsStoreException()
     {

@@ -401,3 +401,92 @@ async def test_a_finished_report_over_max_frame_goes_out_as_a_failure_naming_the
     finished = reports[1]
     assert finished.exit_code == 1 and finished.result is None
     assert finished.error == "result of 4,096 bytes exceeds the coordinator's max_frame of 2,048 bytes"
+
+
+async def test_a_report_whose_caller_stopped_waiting_is_still_delivered(scripted_worker: Any) -> None:
+    coord, client, _ = await scripted_worker(True)
+    fut = client.report(7, K.FINISHED, 0, b"r")
+    fut.cancel()  # e.g. asyncio.wait_for timing out
+    frame = await coord.next(p.TaskUpdates)
+    assert [(r.task_id, r.kind) for r in frame.reports] == [(7, K.FINISHED)]
+    await eventually(lambda: client.unacknowledged_reports() == [])
+
+
+async def test_a_report_that_cannot_be_encoded_fails_alone(scripted_worker: Any) -> None:
+    coord, client, _ = await scripted_worker(True)
+    with pytest.raises(p.InvalidRequest, match="cannot be encoded"):
+        await client.report(7, K.FINISHED, 2**70)
+    await client.report(8, K.ACCEPTED)
+    frame = await coord.next(p.TaskUpdates)
+    assert [(r.task_id, r.kind) for r in frame.reports] == [(8, K.ACCEPTED)]
+
+
+async def test_a_report_refused_behind_one_waiting_for_its_retry_goes_again_after_it(
+        scripted_worker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tatzelwurm.client, "STORE_RETRY_SECONDS", 0.05)
+    coord, client, _ = await scripted_worker(True)
+    replies = 0
+
+    def answer(request: p.Request) -> p.Message:
+        nonlocal replies
+        replies += 1
+        if replies > 1:
+            return ScriptedCoordinator.apply_all(request)
+        # The store failed for the pause and had recovered for the resume, which then finds the task
+        # running: refused only because the pause is not applied yet.
+        return p.TaskUpdatesResult(request.request_id, [
+            p.ReportFailure(0, p.ErrorCode.STORE_UNAVAILABLE, "disk full"),
+            p.ReportFailure(1, p.ErrorCode.ILLEGAL_TRANSITION, "task 4 is not paused")])
+
+    coord.answer = answer
+    futures = [client.report(4, K.PAUSED), client.report(4, K.RESUMED)]
+    for _ in range(2):
+        frame = await coord.next(p.TaskUpdates)
+        assert [(r.task_id, r.kind) for r in frame.reports] == [(4, K.PAUSED), (4, K.RESUMED)]
+    await asyncio.wait_for(asyncio.gather(*futures), 10)
+
+
+async def test_reports_stuck_behind_a_coordinator_that_stopped_reading_go_to_the_next_one() -> None:
+    connections = 0
+    handlers: list[asyncio.Task[Any]] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        first = connections == 1
+        handlers.append(asyncio.current_task())  # type: ignore[arg-type]
+
+        async def read() -> p.Message:
+            header = await reader.readexactly(p.HEADER_SIZE)
+            return p.decode_body(await reader.readexactly(int.from_bytes(header, "big")))
+
+        try:
+            await read()
+            writer.write(p.encode_frame(p.Welcome(1, "scripted", 60000, 600000, 64 << 20)))
+            if first:
+                await asyncio.Event().wait()  # hung: never reads again
+            while True:
+                message = await read()
+                if isinstance(message, p.TaskUpdate):
+                    writer.write(p.encode_frame(p.Ok(message.request_id)))
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    address = "127.0.0.1:%d" % server.sockets[0].getsockname()[1]
+    client = await tatzelwurm.connect(address, "token", role="worker", reconnect_timeout=None)
+    try:
+        futures = [client.report(i, K.FINISHED, 0, bytes(4_000_000)) for i in range(10)]
+        conn = client.connection
+        assert conn is not None
+        # The socket buffers are full: the sender waits in drain() for a peer that does not read.
+        await eventually(lambda: conn._writer.transport.get_write_buffer_size() > 0)
+        conn.abort(tatzelwurm.ConnectionLost("coordinator stopped answering heartbeats"))  # the watchdog's way
+        await asyncio.wait_for(asyncio.gather(*futures), 30)
+        assert connections == 2 and client.unacknowledged_reports() == []
+    finally:
+        await client.close()
+        server.close()
+        for handler in handlers:
+            handler.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)

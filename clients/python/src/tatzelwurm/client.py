@@ -17,6 +17,7 @@ import asyncio
 import collections
 import dataclasses
 import functools
+import heapq
 import inspect
 import itertools
 import logging
@@ -142,13 +143,17 @@ class Connection:
         """Wait until the connection is gone; returns the reason."""
         return await asyncio.shield(self._closed)
 
-    def abort(self, reason: BaseException | None = None) -> None:
-        """Close now; every outstanding request fails with :class:`ConnectionLost`."""
+    def abort(self, reason: BaseException | None = None, *, flush: bool = False) -> None:
+        """Close now; every outstanding request fails with :class:`ConnectionLost`. Unsent bytes are
+        dropped unless ``flush``: a peer that stopped reading would otherwise hold the socket open."""
         if self._closed.done():
             return
         reason = reason or ConnectionLost("connection closed")
         self._closed.set_result(reason)
-        self._writer.close()
+        if flush:
+            self._writer.close()
+        else:
+            self._writer.transport.abort()
         if asyncio.current_task() is not self._read_task:
             self._read_task.cancel()
         lost = reason if isinstance(reason, ConnectionLost) else ConnectionLost(f"connection lost: {reason}")
@@ -158,7 +163,7 @@ class Connection:
                 entry.future.set_exception(lost)
 
     async def close(self) -> None:
-        self.abort(ConnectionLost("connection closed by the client"))
+        self.abort(ConnectionLost("connection closed by the client"), flush=True)
         try:
             await self._writer.wait_closed()
         except (OSError, asyncio.CancelledError):
@@ -197,11 +202,19 @@ class Connection:
         return fut
 
     async def drain(self) -> None:
-        try:
-            await self._writer.drain()
-        except (ConnectionError, OSError) as exc:
+        """Wait until the socket takes what was written, or the connection is gone (ConnectionLost)."""
+        drained = asyncio.ensure_future(self._writer.drain())
+        # A connection aborted with a full buffer may never finish draining: its end decides too.
+        await asyncio.wait((drained, self._closed), return_when=asyncio.FIRST_COMPLETED)
+        if not drained.done():
+            drained.cancel()
+            raise ConnectionLost("not connected")
+        exc = drained.exception()
+        if isinstance(exc, (ConnectionError, OSError)):
             self.abort(ConnectionLost(f"connection lost: {exc}"))
             raise ConnectionLost(f"connection lost: {exc}") from None
+        if exc is not None:
+            raise exc
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -302,19 +315,24 @@ STORE_RETRY_SECONDS = 0.5
 class _Report:
     """One report until the coordinator has acknowledged (or refused) it."""
 
-    __slots__ = ("seq", "report", "future", "size", "sent_on", "resent", "shrunk")
+    __slots__ = ("seq", "report", "future", "size", "sent_on", "resent", "shrunk", "forgotten", "retrying")
 
-    def __init__(self, seq: int, report: p.TaskReport, future: asyncio.Future[None]) -> None:
+    def __init__(self, seq: int, report: p.TaskReport, future: asyncio.Future[None], size: int) -> None:
         self.seq = seq
         self.report = report
         self.future = future
-        self.size = 0  # encoded bytes, measured when it first goes into a TaskUpdates
+        self.size = size  # encoded bytes, for packing TaskUpdates within max_frame
         # The connection it was last written to: only a reply from there settles it.
         self.sent_on: Connection | None = None
         # Written to a connection that was lost before the reply: it may have been applied there.
         self.resent = False
         # Replaced by a failure because the outcome did not fit the coordinator's max_frame.
         self.shrunk = False
+        # Dropped by forget() or close(): not sent, and a reply no longer settles it. A caller that
+        # cancels the future (a timeout) does not forget the report.
+        self.forgotten = False
+        # Waiting to be sent again after a StoreUnavailable.
+        self.retrying = False
 
 
 class _Reporter:
@@ -345,11 +363,16 @@ class _Reporter:
         if self._client.closed:
             fut.set_exception(ClientClosed("client closed"))
             return fut
-        entry = _Report(next(self._seq), report, fut)
+        try:
+            size = len(_encode_report(report))
+        except (TypeError, ValueError, OverflowError) as exc:  # e.g. an exit code beyond 64 bits
+            fut.set_exception(p.InvalidRequest(f"report for task {report.task_id} cannot be encoded: {exc}"))
+            return fut
+        entry = _Report(next(self._seq), report, fut, size)
         self._unacknowledged.setdefault(report.task_id, []).append(entry)
         self._outgoing.append(entry)
         self._wake.set()
-        if self._sender is None:
+        if self._sender is None or self._sender.done():
             self._sender = self._client._spawn(self._send_loop(), "tatzelwurm-reports")
             self._sender.add_done_callback(_log_task_error)  # a bug there would stall every report
         return fut
@@ -358,8 +381,8 @@ class _Reporter:
         return list(self._unacknowledged)
 
     def forget(self, task_id: int) -> None:
-        # Entries still queued are skipped by the sender: their futures are done.
         for entry in self._unacknowledged.pop(task_id, ()):
+            entry.forgotten = True  # skipped by the sender if still queued
             if not entry.future.done():
                 entry.future.cancel()
 
@@ -422,12 +445,14 @@ class _Reporter:
                 return
             except TatzelwurmError as exc:  # FrameTooLarge: a lone report over max_frame
                 entry = batch[0]
+                self._outgoing.extendleft(reversed(batch[1:]))  # none: batches are packed within max_frame
                 if isinstance(exc, p.FrameTooLarge) and entry.report.kind == p.TaskUpdateKind.FINISHED \
                         and not entry.shrunk:
                     # Refused unsent, the outcome would leave the task running for ever: it becomes
                     # a failure that fits and says why; a completed outcome fails with 1 (as a raising
                     # handler does), a failed or killed one keeps its code.
-                    entry.report, entry.size, entry.shrunk = _shrink_finished(entry.report, conn.welcome.max_frame), 0, True
+                    entry.report, entry.shrunk = _shrink_finished(entry.report, conn.welcome.max_frame), True
+                    entry.size = len(_encode_report(entry.report))
                     log.warning("task %s: reported failed: %s", entry.report.task_id, entry.report.error)
                     self._outgoing.appendleft(entry)
                     continue
@@ -435,12 +460,13 @@ class _Reporter:
                 continue
             for entry in batch:
                 entry.sent_on = conn
+                entry.retrying = False
             reply.add_done_callback(functools.partial(self._replied, conn, batch, p.REPLY_TYPES[type(message)]))
 
     def _take_one(self) -> list[_Report]:
         while self._outgoing:
             entry = self._outgoing.popleft()
-            if not entry.future.done():
+            if not entry.forgotten:
                 return [entry]
         return []
 
@@ -449,11 +475,9 @@ class _Reporter:
         size = _TASK_UPDATES_ENVELOPE
         while self._outgoing and len(batch) < p.MAX_REPORTS_PER_TASK_UPDATES:
             entry = self._outgoing[0]
-            if entry.future.done():  # forgotten
+            if entry.forgotten:
                 self._outgoing.popleft()
                 continue
-            if not entry.size:
-                entry.size = len(msgpack.packb(entry.report.to_wire(), use_bin_type=True))
             if batch and size + entry.size > max_frame:
                 break
             self._outgoing.popleft()
@@ -477,10 +501,14 @@ class _Reporter:
         not_persisted: list[_Report] = []
         for index, entry in enumerate(batch):
             # Written again meanwhile, or forgotten: this reply no longer decides it.
-            if entry.sent_on is conn and not entry.future.done():
+            if entry.sent_on is conn and not entry.forgotten:
                 error = exc or failures.get(index)
-                if isinstance(error, p.StoreUnavailable):
+                if isinstance(error, p.StoreUnavailable) or (
+                        isinstance(error, p.IllegalTransition) and self._behind_a_retry(entry)):
+                    # Not applied; one refused only because an earlier report of its task waits for
+                    # its retry (the store recovered in between) goes again after that one.
                     entry.sent_on = None
+                    entry.retrying = True
                     not_persisted.append(entry)
                     reason = error
                 else:
@@ -488,10 +516,15 @@ class _Reporter:
         if not_persisted:
             log.warning("coordinator could not persist %d report(s), sending them again in %.1f s: %s",
                         len(not_persisted), STORE_RETRY_SECONDS, reason)
-            # Back in the order they were made, ahead of any later report of their tasks.
-            self._outgoing = collections.deque(sorted([*self._outgoing, *not_persisted], key=lambda e: e.seq))
+            # Back in the order they were made, ahead of any later report of their tasks (both
+            # sequences are in order already).
+            self._outgoing = collections.deque(heapq.merge(self._outgoing, not_persisted, key=lambda e: e.seq))
             self._retry_at = asyncio.get_running_loop().time() + STORE_RETRY_SECONDS
             self._wake.set()
+
+    def _behind_a_retry(self, entry: _Report) -> bool:
+        return any(other.retrying and other.seq < entry.seq
+                   for other in self._unacknowledged.get(entry.report.task_id, ()))
 
     def _settle(self, entry: _Report, exc: BaseException | None) -> None:
         task_id = entry.report.task_id
@@ -501,6 +534,8 @@ class _Reporter:
             if not entries:
                 del self._unacknowledged[task_id]
         kind = getattr(entry.report.kind, "name", entry.report.kind)
+        if entry.future.done():  # the caller stopped waiting (cancelled); the report still counted
+            return
         if exc is None:
             entry.future.set_result(None)
         elif isinstance(exc, (p.IllegalTransition, p.UnknownTask)) and entry.resent:
@@ -510,6 +545,10 @@ class _Reporter:
         else:
             log.warning("coordinator refused %s for task %s: %s", kind, task_id, exc)
             entry.future.set_exception(exc)
+
+
+def _encode_report(report: p.TaskReport) -> bytes:
+    return msgpack.packb(report.to_wire(), use_bin_type=True)
 
 
 # More of the original error text would only bloat the failure that replaces it.
@@ -929,7 +968,7 @@ class Client:
                error: str | None = None) -> asyncio.Future[None]:
         """Queue a report (``TaskUpdate``, or an item of a ``TaskUpdates``); the future resolves when
         the coordinator acknowledged it. Reports of one task are sent in order and re-sent after
-        reconnects until acknowledged."""
+        reconnects until acknowledged; cancelling the future only stops waiting, the report still goes."""
         return self._reporter.report(p.TaskReport(task_id, kind, exit_code, result, error))
 
     def unacknowledged_reports(self) -> list[int]:
