@@ -132,6 +132,9 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
     private const int MaxReportBatchBytes = 1 << 20;
     private const int MaxReportBatch = 1024;
 
+    // The pause before a report the coordinator could not persist (StoreUnavailable) goes again.
+    private static readonly TimeSpan StoreRetryDelay = TimeSpan.FromMilliseconds(500);
+
     private readonly CancellationTokenSource _stop = new();
     private readonly Channel<Outgoing> _outgoing = Channel.CreateUnbounded<Outgoing>(new UnboundedChannelOptions { SingleReader = true });
     private volatile Link? _link;
@@ -707,12 +710,21 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
             }
             catch (TatzelwurmException ex) when (ex.Code == ErrorCode.StoreUnavailable)
             {
-                // Not persisted: keep it and send it again shortly.
-                await Task.Delay(TimeSpan.FromMilliseconds(500), options.Time);
+                // Not persisted: keep it and send it again shortly, and with it every later report of
+                // the task. Those were sent behind it and may have been refused only because it was not
+                // applied yet (the store recovering in between); one that was applied is refused as
+                // illegal when it comes again, and dropped like any such report.
+                var pause = Task.Delay(StoreRetryDelay, options.Time);
+                options.Log?.Invoke($"task {update.TaskId}: {update.Kind} not persisted ({ex.Message}); sending it again shortly");
+                await pause;
                 lock (running.Gate)
                 {
-                    head.Via = null;
-                    head.Reply = null;
+                    foreach (var pending in running.Unacknowledged)
+                    {
+                        pending.Via = null;
+                        pending.Reply = null;
+                    }
+
                     running.Acknowledging = false;
                 }
 

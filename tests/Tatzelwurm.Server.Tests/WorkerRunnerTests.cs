@@ -1,4 +1,5 @@
 using System.Threading.Channels;
+using Microsoft.Extensions.Time.Testing;
 using Tatzelwurm.Client;
 using Tatzelwurm.Protocol;
 using Tatzelwurm.Server.Tests.Harness;
@@ -363,6 +364,54 @@ public class WorkerRunnerTests
         await againInput.CompleteAsync();
     }
 
+    // A report the coordinator could not persist goes again after a pause, and so does the task's report
+    // sent behind it: the store had recovered for that one, which was refused only because the first was
+    // not applied yet. Dropping it would lose the task's outcome.
+    [Fact]
+    public async Task Worker_ReportNotPersisted_SentAgainWithTheReportsBehindIt()
+    {
+        var time = new FakeTimeProvider();
+        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        var connection = new ConnectionOptions { Server = $"127.0.0.1:{((System.Net.IPEndPoint)listener.LocalEndpoint).Port}", Token = "fake", ClientName = "worker" };
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var worker = new RunningWorker(connection, "w-retry", slots: 1, async (task, _) =>
+        {
+            await release.Task;
+            return TaskOutcomeReport.Completed(task.Payload);
+        }, time);
+        using var socket = await listener.AcceptSocketAsync(Ct);
+        await using var stream = new System.Net.Sockets.NetworkStream(socket);
+        var input = System.IO.Pipelines.PipeReader.Create(stream);
+
+        Assert.IsType<Hello>(await ReadFrameAsync(input));
+        await stream.WriteAsync(FrameCodec.EncodeFrame(new Welcome(1, "fake", 60_000, 600_000, ProtocolConstants.DefaultMaxFrame)), Ct);
+        var register = Assert.IsType<RegisterWorker>(await ReadFrameAsync(input));
+        await stream.WriteAsync(FrameCodec.EncodeFrame(new WorkerRegistered(register.RequestId, [], Batches: true)), Ct);
+        await stream.WriteAsync(FrameCodec.EncodeFrame(new AssignTasks([new AssignTask(7, "t", [7], 1, false)])), Ct);
+        var accepted = Assert.IsType<TaskUpdates>(await ReadFrameAsync(input));
+        Assert.Equal([TaskUpdateKind.Accepted], accepted.Reports.Select(r => r.Kind));
+        release.SetResult();
+        var finished = Assert.IsType<TaskUpdates>(await ReadFrameAsync(input));
+        Assert.Equal([TaskUpdateKind.Finished], finished.Reports.Select(r => r.Kind));
+
+        await stream.WriteAsync(FrameCodec.EncodeFrame(new TaskUpdatesResult(accepted.RequestId, [new ReportFailure(0, ErrorCode.StoreUnavailable, "the store is failing")])), Ct);
+        await stream.WriteAsync(FrameCodec.EncodeFrame(new TaskUpdatesResult(finished.RequestId, [new ReportFailure(0, ErrorCode.IllegalTransition, "task 7 is submit")])), Ct);
+        await worker.LogAsync("task 7: Accepted not persisted");
+        time.Advance(TimeSpan.FromMilliseconds(500));
+
+        var kinds = new List<TaskUpdateKind>();
+        while (kinds.Count < 2)
+        {
+            var again = Assert.IsType<TaskUpdates>(await ReadFrameAsync(input));
+            kinds.AddRange(again.Reports.Select(r => r.Kind));
+            await stream.WriteAsync(FrameCodec.EncodeFrame(new TaskUpdatesResult(again.RequestId, [])), Ct);
+        }
+
+        Assert.Equal([TaskUpdateKind.Accepted, TaskUpdateKind.Finished], kinds);
+        await input.CompleteAsync();
+    }
+
     [Fact]
     public async Task Worker_RunAsyncCalledTwice_SecondCallRefused()
     {
@@ -434,7 +483,7 @@ public class WorkerRunnerTests
         private readonly Channel<string> _log = Channel.CreateUnbounded<string>();
         private readonly Task _run;
 
-        public RunningWorker(ConnectionOptions connection, string workerId, int slots, TaskHandler handler)
+        public RunningWorker(ConnectionOptions connection, string workerId, int slots, TaskHandler handler, TimeProvider? time = null)
         {
             Worker = new Worker(new WorkerOptions
             {
@@ -445,6 +494,7 @@ public class WorkerRunnerTests
                 Slots = slots,
                 MaxReconnectDelay = TimeSpan.FromMilliseconds(200),
                 Log = line => _log.Writer.TryWrite(line),
+                Time = time ?? TimeProvider.System,
             }, handler);
             _run = Worker.RunAsync(_stop.Token);
         }
