@@ -324,28 +324,20 @@ public class WorkerRunnerTests
     [Fact]
     public async Task Worker_ReportFailedWithUnexpectedCode_DroppedAndLaterReportsAcknowledged()
     {
-        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
-        listener.Start();
-        var connection = new ConnectionOptions { Server = $"127.0.0.1:{((System.Net.IPEndPoint)listener.LocalEndpoint).Port}", Token = "fake", ClientName = "worker" };
-        await using var worker = new RunningWorker(connection, "w-internal", slots: 1, (task, _) => Task.FromResult(TaskOutcomeReport.Completed(task.Payload)));
-        using var socket = await listener.AcceptSocketAsync(Ct);
-        await using var stream = new System.Net.Sockets.NetworkStream(socket);
-        var input = System.IO.Pipelines.PipeReader.Create(stream);
-
-        Assert.IsType<Hello>(await ReadFrameAsync(input));
-        await stream.WriteAsync(FrameCodec.EncodeFrame(new Welcome(1, "fake", 60_000, 600_000, ProtocolConstants.DefaultMaxFrame)), Ct);
-        var register = Assert.IsType<RegisterWorker>(await ReadFrameAsync(input));
-        await stream.WriteAsync(FrameCodec.EncodeFrame(new WorkerRegistered(register.RequestId, [], Batches: true)), Ct);
-        await stream.WriteAsync(FrameCodec.EncodeFrame(new AssignTasks([new AssignTask(7, "t", [7], 1, false)])), Ct);
+        using var coordinator = ScriptedCoordinator.Start();
+        await using var worker = new RunningWorker(coordinator.Connection, "w-internal", slots: 1, (task, _) => Task.FromResult(TaskOutcomeReport.Completed(task.Payload)));
+        await using var link = await coordinator.AcceptAsync();
+        await link.SendAsync(new WorkerRegistered(link.Register.RequestId, [], Batches: true));
+        await link.SendAsync(new AssignTasks([new AssignTask(7, "t", [7], 1, false)]));
 
         var kinds = new List<TaskUpdateKind>();
         while (!kinds.Contains(TaskUpdateKind.Finished))
         {
-            var updates = Assert.IsType<TaskUpdates>(await ReadFrameAsync(input));
+            var updates = Assert.IsType<TaskUpdates>(await link.ReadAsync());
             var failed = updates.Reports.Select((r, i) => (r, i)).Where(x => x.r.Kind == TaskUpdateKind.Accepted)
                 .Select(x => new ReportFailure(x.i, ErrorCode.Internal, "internal error; see the coordinator's log")).ToList();
             kinds.AddRange(updates.Reports.Select(r => r.Kind));
-            await stream.WriteAsync(FrameCodec.EncodeFrame(new TaskUpdatesResult(updates.RequestId, failed)), Ct);
+            await link.SendAsync(new TaskUpdatesResult(updates.RequestId, failed));
         }
 
         await worker.LogAsync("task 7: Accepted not applied (Internal)");
@@ -353,15 +345,9 @@ public class WorkerRunnerTests
 
         // The Finished was acknowledged, so the task is gone: the next registration holds nothing and
         // nothing is sent again.
-        socket.Close();
-        using var again = await listener.AcceptSocketAsync(Ct);
-        await using var againStream = new System.Net.Sockets.NetworkStream(again);
-        var againInput = System.IO.Pipelines.PipeReader.Create(againStream);
-        Assert.IsType<Hello>(await ReadFrameAsync(againInput));
-        await againStream.WriteAsync(FrameCodec.EncodeFrame(new Welcome(1, "fake", 60_000, 600_000, ProtocolConstants.DefaultMaxFrame)), Ct);
-        Assert.Empty(Assert.IsType<RegisterWorker>(await ReadFrameAsync(againInput)).Held);
-        await input.CompleteAsync();
-        await againInput.CompleteAsync();
+        await link.DisposeAsync();
+        await using var again = await coordinator.AcceptAsync();
+        Assert.Empty(again.Register.Held);
     }
 
     // A report the coordinator could not persist goes again after a pause, and so does the task's report
@@ -371,45 +357,36 @@ public class WorkerRunnerTests
     public async Task Worker_ReportNotPersisted_SentAgainWithTheReportsBehindIt()
     {
         var time = new FakeTimeProvider();
-        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
-        listener.Start();
-        var connection = new ConnectionOptions { Server = $"127.0.0.1:{((System.Net.IPEndPoint)listener.LocalEndpoint).Port}", Token = "fake", ClientName = "worker" };
+        using var coordinator = ScriptedCoordinator.Start();
         var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        await using var worker = new RunningWorker(connection, "w-retry", slots: 1, async (task, _) =>
+        await using var worker = new RunningWorker(coordinator.Connection, "w-retry", slots: 1, async (task, _) =>
         {
             await release.Task;
             return TaskOutcomeReport.Completed(task.Payload);
         }, time);
-        using var socket = await listener.AcceptSocketAsync(Ct);
-        await using var stream = new System.Net.Sockets.NetworkStream(socket);
-        var input = System.IO.Pipelines.PipeReader.Create(stream);
-
-        Assert.IsType<Hello>(await ReadFrameAsync(input));
-        await stream.WriteAsync(FrameCodec.EncodeFrame(new Welcome(1, "fake", 60_000, 600_000, ProtocolConstants.DefaultMaxFrame)), Ct);
-        var register = Assert.IsType<RegisterWorker>(await ReadFrameAsync(input));
-        await stream.WriteAsync(FrameCodec.EncodeFrame(new WorkerRegistered(register.RequestId, [], Batches: true)), Ct);
-        await stream.WriteAsync(FrameCodec.EncodeFrame(new AssignTasks([new AssignTask(7, "t", [7], 1, false)])), Ct);
-        var accepted = Assert.IsType<TaskUpdates>(await ReadFrameAsync(input));
+        await using var link = await coordinator.AcceptAsync();
+        await link.SendAsync(new WorkerRegistered(link.Register.RequestId, [], Batches: true));
+        await link.SendAsync(new AssignTasks([new AssignTask(7, "t", [7], 1, false)]));
+        var accepted = Assert.IsType<TaskUpdates>(await link.ReadAsync());
         Assert.Equal([TaskUpdateKind.Accepted], accepted.Reports.Select(r => r.Kind));
         release.SetResult();
-        var finished = Assert.IsType<TaskUpdates>(await ReadFrameAsync(input));
+        var finished = Assert.IsType<TaskUpdates>(await link.ReadAsync());
         Assert.Equal([TaskUpdateKind.Finished], finished.Reports.Select(r => r.Kind));
 
-        await stream.WriteAsync(FrameCodec.EncodeFrame(new TaskUpdatesResult(accepted.RequestId, [new ReportFailure(0, ErrorCode.StoreUnavailable, "the store is failing")])), Ct);
-        await stream.WriteAsync(FrameCodec.EncodeFrame(new TaskUpdatesResult(finished.RequestId, [new ReportFailure(0, ErrorCode.IllegalTransition, "task 7 is submit")])), Ct);
+        await link.SendAsync(new TaskUpdatesResult(accepted.RequestId, [new ReportFailure(0, ErrorCode.StoreUnavailable, "the store is failing")]));
+        await link.SendAsync(new TaskUpdatesResult(finished.RequestId, [new ReportFailure(0, ErrorCode.IllegalTransition, "task 7 is submit")]));
         await worker.LogAsync("task 7: Accepted not persisted");
         time.Advance(TimeSpan.FromMilliseconds(500));
 
         var kinds = new List<TaskUpdateKind>();
         while (kinds.Count < 2)
         {
-            var again = Assert.IsType<TaskUpdates>(await ReadFrameAsync(input));
+            var again = Assert.IsType<TaskUpdates>(await link.ReadAsync());
             kinds.AddRange(again.Reports.Select(r => r.Kind));
-            await stream.WriteAsync(FrameCodec.EncodeFrame(new TaskUpdatesResult(again.RequestId, [])), Ct);
+            await link.SendAsync(new TaskUpdatesResult(again.RequestId, []));
         }
 
         Assert.Equal([TaskUpdateKind.Accepted, TaskUpdateKind.Finished], kinds);
-        await input.CompleteAsync();
     }
 
     [Fact]
@@ -426,35 +403,87 @@ public class WorkerRunnerTests
     [Fact]
     public async Task Worker_CoordinatorWithoutBatches_ReportsAsSingleTaskUpdates()
     {
-        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
-        listener.Start();
-        var connection = new ConnectionOptions { Server = $"127.0.0.1:{((System.Net.IPEndPoint)listener.LocalEndpoint).Port}", Token = "old", ClientName = "worker" };
-        await using var worker = new RunningWorker(connection, "w-old", slots: 2, (task, _) => Task.FromResult(TaskOutcomeReport.Completed(task.Payload)));
-        using var socket = await listener.AcceptSocketAsync(Ct);
-        await using var stream = new System.Net.Sockets.NetworkStream(socket);
-        var input = System.IO.Pipelines.PipeReader.Create(stream);
-
-        Assert.IsType<Hello>(await ReadFrameAsync(input));
-        await stream.WriteAsync(FrameCodec.EncodeFrame(new Welcome(1, "old", 60_000, 600_000, ProtocolConstants.DefaultMaxFrame)), Ct);
-        var register = Assert.IsType<RegisterWorker>(await ReadFrameAsync(input));
-        Assert.True(register.Batches);
-        await stream.WriteAsync(RawFrames.Frame(RawFrames.Body(11, new object[] { register.RequestId, Array.Empty<object>() })), Ct);
-        await stream.WriteAsync(FrameCodec.EncodeFrame(new AssignTask(7, "t", [7], 1, false)), Ct);
-        await stream.WriteAsync(FrameCodec.EncodeFrame(new AssignTask(8, "t", [8], 1, false)), Ct);
+        using var coordinator = ScriptedCoordinator.Start();
+        await using var worker = new RunningWorker(coordinator.Connection, "w-old", slots: 2, (task, _) => Task.FromResult(TaskOutcomeReport.Completed(task.Payload)));
+        await using var link = await coordinator.AcceptAsync();
+        Assert.True(link.Register.Batches);
+        await link.SendRawAsync(RawFrames.Frame(RawFrames.Body(11, new object[] { link.Register.RequestId, Array.Empty<object>() })));
+        await link.SendAsync(new AssignTask(7, "t", [7], 1, false));
+        await link.SendAsync(new AssignTask(8, "t", [8], 1, false));
 
         var reports = new List<(long, TaskUpdateKind)>();
         while (reports.Count < 4)
         {
-            var update = Assert.IsType<TaskUpdate>(await ReadFrameAsync(input));
+            var update = Assert.IsType<TaskUpdate>(await link.ReadAsync());
             reports.Add((update.TaskId, update.Kind));
-            await stream.WriteAsync(FrameCodec.EncodeFrame(new OkReply(update.RequestId)), Ct);
+            await link.SendAsync(new OkReply(update.RequestId));
         }
 
         // Each task's reports in order; the two tasks may interleave.
         Assert.Equal([(7L, TaskUpdateKind.Accepted), (7L, TaskUpdateKind.Finished)], reports.Where(r => r.Item1 == 7));
         Assert.Equal([(8L, TaskUpdateKind.Accepted), (8L, TaskUpdateKind.Finished)], reports.Where(r => r.Item1 == 8));
         Assert.Equal(2, worker.Worker.Completed);
-        await input.CompleteAsync();
+    }
+
+    /// <summary>
+    /// A coordinator played by the test over real TCP: each accepted connection is taken through the
+    /// handshake (Hello, Welcome, RegisterWorker), and the test answers the registration and the rest.
+    /// </summary>
+    private sealed class ScriptedCoordinator : IDisposable
+    {
+        private readonly System.Net.Sockets.TcpListener _listener = new(System.Net.IPAddress.Loopback, 0);
+
+        private ScriptedCoordinator()
+        {
+            _listener.Start();
+            Connection = new ConnectionOptions { Server = $"127.0.0.1:{((System.Net.IPEndPoint)_listener.LocalEndpoint).Port}", Token = "fake", ClientName = "worker" };
+        }
+
+        public ConnectionOptions Connection { get; }
+
+        public static ScriptedCoordinator Start() => new();
+
+        public async Task<ScriptedLink> AcceptAsync()
+        {
+            var link = new ScriptedLink(await _listener.AcceptSocketAsync(Ct));
+            await link.HandshakeAsync();
+            return link;
+        }
+
+        public void Dispose() => _listener.Dispose();
+    }
+
+    /// <summary>One worker connection to a <see cref="ScriptedCoordinator"/>, past its handshake.</summary>
+    private sealed class ScriptedLink(System.Net.Sockets.Socket socket) : IAsyncDisposable
+    {
+        private readonly System.Net.Sockets.NetworkStream _stream = new(socket, ownsSocket: true);
+        private System.IO.Pipelines.PipeReader? _input;
+
+        public RegisterWorker Register { get; private set; } = null!;
+
+        public async Task HandshakeAsync()
+        {
+            Assert.IsType<Hello>(await ReadAsync());
+            await SendAsync(new Welcome(1, "fake", 60_000, 600_000, ProtocolConstants.DefaultMaxFrame));
+            Register = Assert.IsType<RegisterWorker>(await ReadAsync());
+        }
+
+        public Task<IMessage> ReadAsync() => ReadFrameAsync(_input ??= System.IO.Pipelines.PipeReader.Create(_stream));
+
+        public ValueTask SendAsync(IMessage message) => SendRawAsync(FrameCodec.EncodeFrame(message));
+
+        public ValueTask SendRawAsync(byte[] frame) => _stream.WriteAsync(frame, Ct);
+
+        public async ValueTask DisposeAsync()
+        {
+            if (_input is not null)
+            {
+                await _input.CompleteAsync();
+                _input = null;
+            }
+
+            await _stream.DisposeAsync();
+        }
     }
 
     // Reads the next frame a worker sends to a scripted coordinator.
