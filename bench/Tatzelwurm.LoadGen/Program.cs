@@ -28,7 +28,7 @@ var priorities = new Option<int?>("--priorities") { Description = "spread tasks 
 var tags = new Option<int?>("--tags") { Description = "tag tasks round-robin with this many tags" };
 var waitResults = new Option<bool?>("--wait-results") { Description = "submitters wait for every result" };
 var prefill = new Option<int?>("--prefill") { Description = "tasks queued before the measured run" };
-var warmup = new Option<int?>("--warmup") { Description = "tasks run unmeasured first (JIT warm-up) [throughput 50000, roundtrip 1000]" };
+var warmup = new Option<int?>("--warmup") { Description = "tasks run unmeasured first (JIT warm-up) [throughput 200000, roundtrip 10000]" };
 var runs = new Option<int>("--runs") { DefaultValueFactory = _ => 3, Description = "alternating runs per target" };
 var workloads = new Option<string>("--workloads") { DefaultValueFactory = _ => "throughput,roundtrip" };
 

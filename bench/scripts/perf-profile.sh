@@ -7,11 +7,11 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
-SECONDS_=${SECONDS_:-6}
+SECONDS_=${SECONDS_:-6}  # TASKS= measured tasks after the warm-up (150000), TOP= symbols listed (25)
 log=$(mktemp /tmp/tw-perf-run.XXXXXX)
 DOTNET_PerfMapEnabled=1 DOTNET_EnableWriteXorExecute=0 \
   dotnet artifacts/bin/Tatzelwurm.LoadGen/release/tatzelwurm-loadgen.dll run --target tatzelwurm --workload throughput \
-  --tasks 150000 --fsyncs false "$@" > "$log" 2>&1 &
+  --tasks "${TASKS:-150000}" --fsyncs false "$@" > "$log" 2>&1 &
 run=$!
 until grep -q "server pid" "$log" 2>/dev/null; do sleep 0.2; kill -0 $run 2>/dev/null || { cat "$log"; exit 1; }; done
 sleep 2
@@ -20,5 +20,5 @@ wait $run || true
 read -r server loadgen < <(sed -n 's/.*server pid \([0-9]*\), load generator pid \([0-9]*\).*/\1 \2/p' "$log")
 tail -3 "$log"
 perf script -i /tmp/tw-perf.data -F pid,tid,comm,ip,sym,dso -G 2>/dev/null > /tmp/tw-perf.txt
-python3 bench/scripts/perf-aggregate.py "$server" "$loadgen" /tmp/tw-perf.txt 25
+python3 bench/scripts/perf-aggregate.py "$server" "$loadgen" /tmp/tw-perf.txt "${TOP:-25}"
 rm -f "$log" /tmp/tw-perf.data /tmp/tw-perf.txt /tmp/perf-"$server".map /tmp/perf-"$loadgen".map

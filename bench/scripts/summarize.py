@@ -19,6 +19,13 @@ def fmt(x, digits=3):
     return f"{x:.{digits}g}" if abs(x) < 1 else f"{x:.{digits}g}" if abs(x) < 10 else f"{x:.1f}"
 
 
+def jit(r):
+    """CPU of the coordinator's tiered-compilation thread in the measured run ('–' for RabbitMQ)."""
+    if r['target'] != 'tatzelwurm':
+        return '–'
+    return f"{(r.get('serverCpuByThread') or {}).get('.NET Tiered Com', 0):.2f}"
+
+
 def compare(doc, path):
     print(f"\n#### {path}: medians of {doc['runs']} alternating runs (ratio = tatzelwurm ÷ RabbitMQ)\n")
     stores = sorted({r['store'] for r in doc['results'] if r['target'] == 'tatzelwurm'})
@@ -28,12 +35,12 @@ def compare(doc, path):
     for c in doc['comparison']:
         print(f"| {c['workload']} | {c['figure']} | {fmt(c['tatzelwurm'])} | {fmt(c['rabbitMq'])} | {fmt(c['ratio'])} |")
     print("\nper run (tasks/s; round trip p50/p99 ms):\n")
-    print("| # | target | workload | tasks/s | p50 | p99 | server CPU s | fsyncs |")
-    print("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| # | target | workload | tasks/s | p50 | p99 | server CPU s | of it JIT s | fsyncs |")
+    print("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for i, r in enumerate(doc['results']):
         key = 'round trip' if 'round trip' in r['latency'] else 'add→ack'
         lat = r['latency'][key]
-        print(f"| {i + 1} | {r['target']} | {r['workload']} | {r['tasksPerSecond']:,.0f} | {fmt(lat['p50'])} | {fmt(lat['p99'])} | {r['serverCpuSeconds']:.2f} | {r.get('serverFsyncs', 'n/a')} |")
+        print(f"| {i + 1} | {r['target']} | {r['workload']} | {r['tasksPerSecond']:,.0f} | {fmt(lat['p50'])} | {fmt(lat['p99'])} | {r['serverCpuSeconds']:.2f} | {jit(r)} | {r.get('serverFsyncs', 'n/a')} |")
 
 
 def run(doc, path):
@@ -58,7 +65,8 @@ def scale(doc, path):
     print(f"- restart after SIGKILL: answering after {rec:.3f} s, {s['recoveredTasks']:,} tasks recovered, RSS {s['rssAfterRecoveryBytes'] / 2**20:,.0f} MiB" if rec is not None else "- restart: n/a")
     b, base = s['backlogRun'], s['baselineRun']
     print(f"- throughput with {s['queued']:,} queued: {b['tasksPerSecond']:,.0f} tasks/s; with {base['workload'].split('-')[-1]} queued: "
-          f"{base['tasksPerSecond']:,.0f} tasks/s; ratio {s['throughputRatio']:.2f}")
+          f"{base['tasksPerSecond']:,.0f} tasks/s; ratio {s['throughputRatio']:.2f} "
+          f"(coordinator JIT in the measured runs {jit(b)} and {jit(base)} s)")
 
 
 def idle(doc, path):
