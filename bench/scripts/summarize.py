@@ -30,6 +30,9 @@ def compare(doc, path):
     print(f"\n#### {path}: medians of {doc['runs']} alternating runs (ratio = tatzelwurm ÷ RabbitMQ)\n")
     stores = sorted({r['store'] for r in doc['results'] if r['target'] == 'tatzelwurm'})
     print(f"tatzelwurm store: {', '.join(stores)}; load average at the end: {doc['machine'].get('loadavg', '?')}\n")
+    for label, probe in zip(("before", "after"), doc.get('fsyncProbe') or []):
+        print(f"disk {label} the runs: 4 KiB append + fdatasync p50 {probe['p50Ms']:.3f} ms, p99 {probe['p99Ms']:.3f} ms ({probe['writes']} writes)")
+    print()
     print("| workload | figure | tatzelwurm | RabbitMQ | ratio |")
     print("| --- | --- | ---: | ---: | ---: |")
     for c in doc['comparison']:
