@@ -60,9 +60,12 @@ public sealed class SqliteTaskStore : ITaskStore
         // already initialized by other code in the process, both calls fail with SQLITE_MISUSE and
         // SQLite stays in its serialized mode: slower, not wrong.
         Batteries_V2.Init();
-        raw.sqlite3_config(raw.SQLITE_CONFIG_MULTITHREAD);
-        raw.sqlite3_config(raw.SQLITE_CONFIG_MEMSTATUS, 0);
+        MultiThreaded = raw.sqlite3_config(raw.SQLITE_CONFIG_MULTITHREAD) == raw.SQLITE_OK
+            & raw.sqlite3_config(raw.SQLITE_CONFIG_MEMSTATUS, 0) == raw.SQLITE_OK;
     }
+
+    /// <summary>Whether SQLite took the configuration above (false: it was initialized before this class).</summary>
+    internal static bool MultiThreaded { get; }
 
     private SqliteTaskStore(SqliteStoreOptions options, string fullPath)
     {

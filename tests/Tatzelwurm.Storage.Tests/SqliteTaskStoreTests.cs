@@ -35,6 +35,9 @@ public sealed class SqliteTaskStoreTests : IDisposable
 
     public void Dispose() => _dir.Dispose();
 
+    [Fact]
+    public void Sqlite_ConfiguredBeforeItsFirstUse_RunsWithoutMutexes() => Assert.True(SqliteTaskStore.MultiThreaded);
+
     [Theory]
     [InlineData(Durability.Full)]
     [InlineData(Durability.Interval)]
