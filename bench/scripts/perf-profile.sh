@@ -7,10 +7,10 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
-SECONDS_=${SECONDS_:-6}  # TASKS= measured tasks after the warm-up (150000), TOP= symbols listed (25)
+SECONDS_=${SECONDS_:-6}  # WORKLOAD= (throughput), TASKS= measured tasks after the warm-up (150000), TOP= symbols listed (25)
 log=$(mktemp /tmp/tw-perf-run.XXXXXX)
 DOTNET_PerfMapEnabled=1 DOTNET_EnableWriteXorExecute=0 \
-  dotnet artifacts/bin/Tatzelwurm.LoadGen/release/tatzelwurm-loadgen.dll run --target tatzelwurm --workload throughput \
+  dotnet artifacts/bin/Tatzelwurm.LoadGen/release/tatzelwurm-loadgen.dll run --target tatzelwurm --workload "${WORKLOAD:-throughput}" \
   --tasks "${TASKS:-150000}" --fsyncs false "$@" > "$log" 2>&1 &
 run=$!
 until grep -q "server pid" "$log" 2>/dev/null; do sleep 0.2; kill -0 $run 2>/dev/null || { cat "$log"; exit 1; }; done
