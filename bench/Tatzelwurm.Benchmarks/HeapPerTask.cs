@@ -9,7 +9,8 @@ using WireDeliveryPolicy = Tatzelwurm.Protocol.DeliveryPolicy;
 namespace Tatzelwurm.Benchmarks;
 
 /// <summary>
-/// Managed heap retained per queued task, and where it goes (docs/benchmarks.md, "Scale"). Tasks
+/// Managed heap retained per queued task, and where it goes (docs/benchmarks.md, "Scale"); then per
+/// terminated task (assigned, finished with a small result, kept until the retention purge). Tasks
 /// shaped like the scale run's prefill (200-byte payload, type "bench", priority 0, no tags) reach
 /// <see cref="CoordinatorState"/> the way the coordinator's do: encoded and decoded as
 /// <see cref="AddTasks"/> frames of 1,000, or written to and recovered from the SQLite store. Each
@@ -21,6 +22,7 @@ namespace Tatzelwurm.Benchmarks;
 public static class HeapPerTask
 {
     private const int Batch = 1000;
+    private const int ResultBytes = 16;
     private static readonly DateTimeOffset Now = DateTimeOffset.FromUnixTimeMilliseconds(1_750_000_000_000);
 
     public static async Task RunAsync(int n)
@@ -43,8 +45,12 @@ public static class HeapPerTask
         Part($"Tags ({first.Tags.GetType().Name})", records, r => r.Tags, () => EmptyTags(n));
         GC.KeepAlive(records);
 
-        var recovered = await RecoverFromSqliteAsync(n);
+        var recovered = await RecoverFromSqliteAsync(n, finish: false);
         Row("CoordinatorState after recovery from SQLite (total)", recovered, n);
+
+        Console.WriteLine($"terminated tasks (assigned, finished with a {ResultBytes}-byte result, kept for retention)");
+        Row("CoordinatorState after AddTasks frames and finishing (total)", FillAndDropTerminated(n), n);
+        Row("CoordinatorState after recovery from SQLite (total)", await RecoverFromSqliteAsync(n, finish: true), n);
     }
 
     private static long Baseline { get; set; }
@@ -60,6 +66,17 @@ public static class HeapPerTask
         return (total, state.Tasks.Values.ToArray());
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static long FillAndDropTerminated(int n)
+    {
+        var before = GC.GetTotalMemory(true);
+        var state = new CoordinatorState(CoordinatorOptions.Default);
+        AddThroughFrames(state, n, finish: true);
+        var after = GC.GetTotalMemory(true);
+        GC.KeepAlive(state);
+        return after - before;
+    }
+
     private static void Part<T>(string what, TaskRecord[] records, Func<TaskRecord, T> select, Func<object> buildN)
         where T : class?
     {
@@ -68,8 +85,13 @@ public static class HeapPerTask
         Row($"  {what}: {distinct:N0} distinct ({(double)alone / records.Length:0.0} each)", alone * distinct / records.Length, records.Length);
     }
 
-    private static void AddThroughFrames(CoordinatorState state, int n)
+    private static void AddThroughFrames(CoordinatorState state, int n, bool finish = false)
     {
+        if (finish)
+        {
+            Register(state);
+        }
+
         var payload = new byte[200];
         for (var start = 0; start < n; start += Batch)
         {
@@ -84,6 +106,11 @@ public static class HeapPerTask
                 state.AddTask(new NewTask(spec.Payload ?? [], spec.Type, spec.Priority, spec.Tags ?? [], null, spec.Ready, spec.NoReply), Now);
             }
 
+            if (finish)
+            {
+                RunToEnd(state);
+            }
+
             // The coordinator takes these after every loop iteration.
             state.TakeBatch();
             state.TakeChanges();
@@ -91,7 +118,32 @@ public static class HeapPerTask
         }
     }
 
-    private static async Task<long> RecoverFromSqliteAsync(int n)
+    // One worker with a slot per task of a batch, so that every batch runs to its end.
+    private static void Register(CoordinatorState state) =>
+        state.RegisterWorker("heap-worker", "heap-worker", [], Batch, [], new object(), Now);
+
+    // Assigns the ready tasks and finishes each with its own result array, as a worker's report
+    // decoded off the wire would.
+    private static void RunToEnd(CoordinatorState state)
+    {
+        state.Assign(Now);
+        foreach (var message in state.TakeOutbox())
+        {
+            var id = message.Task!.Id;
+            Check(state.WorkerUpdate("heap-worker", id, WorkerReport.Accepted, 0, null, null, Now));
+            Check(state.WorkerUpdate("heap-worker", id, WorkerReport.Finished, ExitCodes.Completed, new byte[ResultBytes], null, Now));
+        }
+
+        static void Check(Rejection? rejection)
+        {
+            if (rejection is not null)
+            {
+                throw new InvalidOperationException(rejection.Message);
+            }
+        }
+    }
+
+    private static async Task<long> RecoverFromSqliteAsync(int n, bool finish)
     {
         var dir = Path.Combine(Path.GetTempPath(), $"tw-heap-{Environment.ProcessId}");
         Directory.CreateDirectory(dir);
@@ -99,6 +151,11 @@ public static class HeapPerTask
         {
             var options = new SqliteStoreOptions(Path.Combine(dir, "tasks.db")) { Durability = Durability.None };
             var writer = new CoordinatorState(CoordinatorOptions.Default);
+            if (finish)
+            {
+                Register(writer);
+            }
+
             await using (var store = SqliteTaskStore.Open(options))
             {
                 var payload = new byte[200];
@@ -109,8 +166,14 @@ public static class HeapPerTask
                         writer.AddTask(new NewTask(payload, "bench", 0, [], null, true, false), Now);
                     }
 
+                    if (finish)
+                    {
+                        RunToEnd(writer);
+                    }
+
                     await store.CommitAsync(writer.TakeBatch(), CancellationToken.None);
                     writer.TakeChanges();
+                    writer.TakeOutbox();
                 }
             }
 

@@ -113,7 +113,8 @@ public sealed class CoordinatorState
             _tagLimits[tag] = limit;
         }
 
-        // Non-terminated tasks first, in snapshot order; then terminated ones oldest first, so that the
+        // Put drops the payload bytes of terminated tasks, as it does for those terminated while
+        // running (a store may hand them back full). Non-terminated tasks first, in snapshot order; then terminated ones oldest first, so that the
         // retention queue is in termination order (the same order a stable sort by "terminated at, else
         // the beginning of time" gives, without sorting the whole snapshot). Nothing loaded is a change
         // to persist or report, so Put does not record it (a million dirty entries and change records
@@ -728,7 +729,13 @@ public sealed class CoordinatorState
             }
         }
 
-        _tasks[next.Id] = next;
+        // Terminated is final and only assignments read a payload, so the table keeps a terminated
+        // task without its bytes (only their size, for display): over the retention period they
+        // would be most of its memory. The store still gets the full record below: a task added and
+        // terminated in one batch is inserted from this image.
+        _tasks[next.Id] = next.State == TaskState.Terminated && !next.Payload.IsEmpty
+            ? next with { Payload = default, PayloadSize = next.PayloadSize }
+            : next;
         _counts[(int)next.State]++;
         if (next.State == TaskState.Ready)
         {

@@ -48,6 +48,10 @@ public interface ITaskStore : IAsyncDisposable
     /// <summary>Where the data lives, for logs.</summary>
     string Description { get; }
 
+    /// <summary>
+    /// Every stored task. A terminated task may come without its payload bytes (but with its
+    /// <see cref="TaskRecord.PayloadSize"/>): the coordinator does not keep them, so a store need not read them.
+    /// </summary>
     Task<StoreSnapshot> LoadAsync(CancellationToken cancellationToken);
 
     Task CommitAsync(StoreBatch batch, CancellationToken cancellationToken);

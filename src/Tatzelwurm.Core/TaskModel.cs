@@ -50,11 +50,33 @@ public sealed record TaskRecord
     public required string Type { get; init; }
     public int Priority { get; init; }
     public IReadOnlyList<string> Tags { get; init; } = [];
-    public ReadOnlyMemory<byte> Payload { get; init; }
+
+    /// <summary>
+    /// The bytes a worker gets. Setting it also sets <see cref="PayloadSize"/>; the task table drops
+    /// the bytes of a terminated task (nothing reads them again) with
+    /// <c>with { Payload = default, PayloadSize = n }</c>, keeping the size for display.
+    /// </summary>
+    public ReadOnlyMemory<byte> Payload
+    {
+        get => _payload;
+        init => (_payload, PayloadSize) = (value, value.Length);
+    }
+
+    /// <summary>The payload's length in bytes, also when the record no longer holds the bytes.</summary>
+    public int PayloadSize
+    {
+        get;
+        init => field = value >= 0 ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "a payload size is never negative");
+    }
+
     public DeliveryPolicy Policy { get; init; } = DeliveryPolicy.AtMostOnce;
     public bool NoReply { get; init; }
     public TaskState State { get; init; }
-    public int? ExitCode { get; init; }
+    public int? ExitCode
+    {
+        get => _hasExitCode ? _exitCode : null;
+        init => (_exitCode, _hasExitCode) = value is { } code ? (code, true) : (0, false);
+    }
     public byte[]? Result { get; init; }
     public string? Error { get; init; }
 
@@ -100,12 +122,17 @@ public sealed record TaskRecord
     // without its padding to 16 bytes (24 when nullable): with the byte enums a record takes 152
     // bytes instead of 192, 40 MB for a million queued tasks.
     private const long NoTime = -1;
+    private readonly ReadOnlyMemory<byte> _payload;
     private readonly long _createdTicks;
     private readonly long _updatedTicks;
     private readonly long _killRequestedTicks = NoTime;
     private readonly short _createdOffset;
     private readonly short _updatedOffset;
     private readonly short _killRequestedOffset;
+    // The exit code as a value and a flag rather than an int? (8 bytes with its padding), so that
+    // PayloadSize fits in the same 152 bytes.
+    private readonly int _exitCode;
+    private readonly bool _hasExitCode;
 
     private static (long Ticks, short OffsetMinutes) Pack(DateTimeOffset at) => (at.Ticks, (short)at.TotalOffsetMinutes);
 

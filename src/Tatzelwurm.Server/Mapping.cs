@@ -21,7 +21,7 @@ internal static class Mapping
         task.CreatedAt.ToUnixTimeMilliseconds(),
         task.UpdatedAt.ToUnixTimeMilliseconds(),
         task.Reason,
-        task.Payload.Length,
+        task.PayloadSize,
         withHistory ? task.History.Select(h => new TransitionInfo((int)h.State, h.At.ToUnixTimeMilliseconds(), h.Reason)).ToList() : [],
         task.WorkerId is { } w && state.Workers.TryGetValue(w, out var worker) ? worker.LeaseName : null,
         task.Result is not null || task.Error is not null,

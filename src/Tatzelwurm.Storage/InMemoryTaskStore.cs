@@ -129,6 +129,7 @@ public sealed class InMemoryTaskStore : ITaskStore
     {
         Tags = [.. t.Tags],
         Payload = t.Payload.ToArray(),
+        PayloadSize = t.PayloadSize,
         Result = t.Result is null ? null : [.. t.Result],
         History = [.. t.History],
     };

@@ -14,11 +14,14 @@ namespace Tatzelwurm.Storage;
 internal static class SqliteRecovery
 {
     // Both tables are keyed by id and read in that order: each task_state lookup lands next to the
-    // previous one. LEFT JOIN so a task without its state row is reported, not skipped.
+    // previous one. LEFT JOIN so a task without its state row is reported, not skipped. The task
+    // table keeps no payload bytes of terminated tasks (CoordinatorState.Put), so their blob is not
+    // read, only its length (which SQLite takes from the record header without loading the blob).
+    // 5 is TaskState.Terminated's persisted value.
     private const string SelectRange = """
-        SELECT t.id, s.state, t.type, t.priority, t.tags, t.payload, t.policy, t.no_reply, s.exit_code, s.result, s.error,
-               s.worker_id, s.attempts, s.layers, s.pending_control, s.kill_requested_at, s.reason, t.created_at, s.updated_at,
-               s.history_count, s.history
+        SELECT t.id, s.state, t.type, t.priority, t.tags, CASE WHEN s.state = 5 THEN NULL ELSE t.payload END, t.policy, t.no_reply,
+               s.exit_code, s.result, s.error, s.worker_id, s.attempts, s.layers, s.pending_control, s.kill_requested_at, s.reason,
+               t.created_at, s.updated_at, s.history_count, s.history, length(t.payload)
         FROM tasks AS t LEFT JOIN task_state AS s ON s.id = t.id
         WHERE t.id >= ?1 AND t.id < ?2 ORDER BY t.id
         """;
@@ -291,7 +294,8 @@ internal static class SqliteRecovery
                 Type = _pool.Intern(NativeSqlite.ColumnSpan(s, 2)),
                 Priority = NativeSqlite.ColumnInt(s, 3),
                 Tags = ReadTags(NativeSqlite.ColumnSpan(s, 4)),
-                Payload = NativeSqlite.ColumnSpan(s, 5).ToArray(),
+                Payload = NativeSqlite.IsNull(s, 5) ? default : NativeSqlite.ColumnSpan(s, 5).ToArray(),
+                PayloadSize = NativeSqlite.ColumnInt(s, 21),
                 Policy = (DeliveryPolicy)policy,
                 NoReply = NativeSqlite.ColumnInt(s, 7) != 0,
                 ExitCode = NativeSqlite.IsNull(s, 8) ? null : NativeSqlite.ColumnInt(s, 8),

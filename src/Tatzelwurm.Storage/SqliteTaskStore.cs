@@ -531,6 +531,13 @@ public sealed class SqliteTaskStore : ITaskStore
 
         private void InsertTask(TaskRecord t, JsonColumns json)
         {
+            // The task table drops a terminated task's bytes; such a copy written here would
+            // replace the stored payload with nothing.
+            if (t.Payload.Length != t.PayloadSize)
+            {
+                throw new StoreException($"task {t.Id}: the record holds {t.Payload.Length} of its {t.PayloadSize} payload bytes and cannot be written");
+            }
+
             var s = _insertTask.Handle;
             var rc = NativeSqlite.BindInt64(s, 1, t.Id);
             rc |= NativeSqlite.BindText(s, 2, t.Type);

@@ -3,11 +3,13 @@ using System.Globalization;
 using System.Net.Sockets;
 using System.Text;
 using System.Text.RegularExpressions;
+using Microsoft.Data.Sqlite;
 using Tatzelwurm.Client;
 using Tatzelwurm.EndToEnd.Tests.Fixtures;
 using Tatzelwurm.Protocol;
 using Tatzelwurm.Storage;
 using Xunit;
+using StoreSnapshot = Tatzelwurm.Core.StoreSnapshot;
 using TaskRecord = Tatzelwurm.Core.TaskRecord;
 using TaskState = Tatzelwurm.Core.TaskState;
 
@@ -334,11 +336,30 @@ internal sealed partial class CrashRun : IAsyncDisposable
             }
         }
 
-        await using var store = SqliteTaskStore.Open(new SqliteStoreOptions(Path.Combine(_snapshotDirectory, Database)));
-        var snapshot = await store.LoadAsync(_abort.Token);
-        var tasks = new Dictionary<long, TaskRecord>();
-        foreach (var task in snapshot.Tasks)
+        var path = Path.Combine(_snapshotDirectory, Database);
+        StoreSnapshot snapshot;
+        await using (var store = SqliteTaskStore.Open(new SqliteStoreOptions(path)))
         {
+            snapshot = await store.LoadAsync(_abort.Token);
+        }
+
+        // Recovery leaves out the payload bytes of terminated tasks; the checks need every stored
+        // payload, so those come straight from the rows.
+        var stored = StoredPayloads(path);
+        var tasks = new Dictionary<long, TaskRecord>();
+        foreach (var loaded in snapshot.Tasks)
+        {
+            var task = loaded;
+            if (task.State == TaskState.Terminated && task.Payload.IsEmpty && stored.TryGetValue(task.Id, out var payload))
+            {
+                if (payload.Length != task.PayloadSize)
+                {
+                    Fail("loading the store", [$"task {task.Id} loaded with a payload size of {task.PayloadSize}; its row holds {payload.Length} bytes"]);
+                }
+
+                task = task with { Payload = payload };
+            }
+
             if (!tasks.TryAdd(task.Id, task))
             {
                 Fail("loading the store", [$"task {task.Id} loaded twice"]);
@@ -351,6 +372,22 @@ internal sealed partial class CrashRun : IAsyncDisposable
         }
 
         return tasks;
+    }
+
+    private static Dictionary<long, byte[]> StoredPayloads(string path)
+    {
+        using var connection = new SqliteConnection($"Data Source={path};Mode=ReadOnly;Pooling=false");
+        connection.Open();
+        using var command = connection.CreateCommand();
+        command.CommandText = "SELECT id, payload FROM tasks";
+        using var reader = command.ExecuteReader();
+        var payloads = new Dictionary<long, byte[]>();
+        while (reader.Read())
+        {
+            payloads[reader.GetInt64(0)] = reader.IsDBNull(1) ? [] : (byte[])reader.GetValue(1);
+        }
+
+        return payloads;
     }
 
     /// <summary>

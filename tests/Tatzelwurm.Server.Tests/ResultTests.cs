@@ -141,6 +141,25 @@ public class ResultTests
     }
 
     [Fact]
+    public async Task Finished_ShowAndListReportThePayloadSize_TheTableNoLongerHoldsTheBytes()
+    {
+        await using var coordinator = await TestCoordinator.StartAsync();
+        var worker = await coordinator.ConnectWorkerAsync("w1");
+        var actioner = await coordinator.ConnectAsync();
+        var id = await StartOnWorkerAsync(actioner, worker, Specs.New(payload: new byte[321]));
+        await worker.ReportAsync(id, TaskUpdateKind.Finished, 0, [1]);
+        await actioner.RequestAsync<TaskOutcome>(rid => new WaitTask(rid, id));
+
+        var shown = (await actioner.RequestAsync<TaskDetail>(rid => new ShowTask(rid, id))).Task;
+        var listed = Assert.Single((await actioner.RequestAsync<TaskList>(rid => new ListTasks(rid, (int)TaskState.Terminated, null, null, null, 0, 10))).Tasks);
+
+        Assert.Equal(((int)TaskState.Terminated, 321), (shown.State, shown.PayloadSize));
+        Assert.Equal((id, 321), (listed.Id, listed.PayloadSize));
+        Assert.True((await coordinator.TaskAsync(id)).Payload.IsEmpty);
+        Assert.Equal(321, coordinator.Store.Snapshot().Tasks.Single(t => t.Id == id).Payload.Length);
+    }
+
+    [Fact]
     public async Task NoReplyTask_FinishedWithAResult_StoresNoResult()
     {
         await using var coordinator = await TestCoordinator.StartAsync();

@@ -50,6 +50,25 @@ public class StoreWriterMergeTests
         Assert.Equal([1L], merged.Deletes);
     }
 
+    [Fact]
+    public void Merge_TaskAddedAndTerminatedBeforeAnyCommit_IsInsertedWithItsPayload()
+    {
+        // The table keeps the terminated task without its bytes; the merged batch inserts the task
+        // from its terminated image, which must still carry them.
+        var state = new CoordinatorState(CoordinatorOptions.Default);
+        var id = state.AddTask(new NewTask(new byte[] { 1, 2, 3 }, "t", 0, [], null, true, false), T0).Id;
+        var failed = state.TakeBatch();
+        Assert.Null(state.Control(id, ControlVerb.Kill, T0));
+
+        var merged = StoreWriter.Merge(failed, [Unit(Assert.Single(state.TakeBatch().Upserts))]);
+
+        Assert.True(state.Tasks[id].Payload.IsEmpty);
+        var upsert = Assert.Single(merged.Upserts);
+        Assert.True(upsert.IsNew);
+        Assert.Equal(TaskState.Terminated, upsert.Task.State);
+        Assert.Equal([1, 2, 3], upsert.Task.Payload.ToArray());
+    }
+
     private static TaskRecord Task(long id, TaskState state) => new()
     {
         Id = id,

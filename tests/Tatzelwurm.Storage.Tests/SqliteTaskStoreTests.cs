@@ -256,6 +256,43 @@ public sealed class SqliteTaskStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task Load_TerminatedTask_ComesWithItsPayloadSizeButNotItsBytes()
+    {
+        // Recovery skips the blob the coordinator's table would drop anyway; the row keeps it.
+        await using var store = SqliteTaskStore.Open(new SqliteStoreOptions(DbPath));
+        var running = Full(1, TaskState.Run);
+        var done = Full(2, TaskState.Ready);
+        await store.CommitAsync(Batch([running, done]), Ct);
+        var terminated = Moved(done, TaskState.Terminated, "done");
+        await store.CommitAsync(Batch(updates: [Updated(done, terminated)]), Ct);
+
+        var loaded = (await store.LoadAsync(Ct)).Tasks;
+
+        Assert.Equal(running.Payload.ToArray(), loaded[0].Payload.ToArray());
+        Assert.Equal(running.PayloadSize, loaded[0].PayloadSize);
+        Assert.Equal(TaskState.Terminated, loaded[1].State);
+        Assert.True(loaded[1].Payload.IsEmpty);
+        Assert.Equal(done.Payload.Length, loaded[1].PayloadSize);
+        using var c = new SqliteConnection($"Data Source={DbPath};Mode=ReadOnly;Pooling=false");
+        c.Open();
+        Assert.Equal(done.Payload.ToArray(), Scalar(c, "SELECT payload FROM tasks WHERE id = 2"));
+    }
+
+    [Fact]
+    public async Task Commit_NewTaskWithoutItsPayloadBytes_IsRefusedAndNothingWritten()
+    {
+        // Only the table's copy of a terminated task lacks its bytes; inserting it would lose them.
+        await using var store = SqliteTaskStore.Open(new SqliteStoreOptions(DbPath));
+        var full = Full(1, TaskState.Terminated);
+        var bare = full with { Payload = default, PayloadSize = full.PayloadSize };
+
+        var ex = await Assert.ThrowsAsync<StoreException>(() => store.CommitAsync(Batch([bare]), Ct));
+
+        Assert.Contains("payload", ex.Message, StringComparison.Ordinal);
+        Assert.Empty((await store.LoadAsync(Ct)).Tasks);
+    }
+
+    [Fact]
     public async Task Delete_Task_RemovesItsStateRowToo()
     {
         await using var store = SqliteTaskStore.Open(new SqliteStoreOptions(DbPath));

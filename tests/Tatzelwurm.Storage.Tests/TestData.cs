@@ -105,7 +105,13 @@ internal static class TestData
         Assert.Equal(expected.Type, actual.Type);
         Assert.Equal(expected.Priority, actual.Priority);
         Assert.Equal(expected.Tags, actual.Tags);
-        Assert.Equal(expected.Payload.ToArray(), actual.Payload.ToArray());
+        // A store may leave out a terminated task's bytes (ITaskStore.LoadAsync), never its size.
+        Assert.Equal(expected.PayloadSize, actual.PayloadSize);
+        if (!(actual.State == TaskState.Terminated && actual.Payload.IsEmpty))
+        {
+            Assert.Equal(expected.Payload.ToArray(), actual.Payload.ToArray());
+        }
+
         Assert.Equal(expected.Policy, actual.Policy);
         Assert.Equal(expected.NoReply, actual.NoReply);
         Assert.Equal(expected.State, actual.State);

@@ -115,7 +115,7 @@ internal static class ApiMapping
             task.UpdatedAt.ToUnixTimeMilliseconds(),
             task.Reason,
             task.PendingControl == PendingControl.None ? null : task.PendingControl.ToString().ToLowerInvariant(),
-            task.Payload.Length,
+            task.PayloadSize,
             task.Result is not null,
             task.NoReply,
             detail ? task.Error : null,
