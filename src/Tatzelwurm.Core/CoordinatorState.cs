@@ -113,12 +113,12 @@ public sealed class CoordinatorState
             _tagLimits[tag] = limit;
         }
 
-        // Put drops the payload bytes of terminated tasks, as it does for those terminated while
-        // running (a store may hand them back full). Non-terminated tasks first, in snapshot order; then terminated ones oldest first, so that the
+        // Non-terminated tasks first, in snapshot order; then terminated ones oldest first, so that the
         // retention queue is in termination order (the same order a stable sort by "terminated at, else
         // the beginning of time" gives, without sorting the whole snapshot). Nothing loaded is a change
         // to persist or report, so Put does not record it (a million dirty entries and change records
-        // would only be cleared again).
+        // would only be cleared again). Put drops the payload bytes of terminated tasks here too: a
+        // store may hand them back full.
         _tasks.EnsureCapacity(snapshot.Tasks.Count);
         var terminated = new List<TaskRecord>();
         _loading = true;
