@@ -34,7 +34,7 @@ public static class HeapPerTask
         Row("CoordinatorState after AddTasks frames (total)", total, n);
         Row("  task table and ready index (total minus the records)", indexes, n);
         Row("    Dictionary<long, TaskRecord> (task table), alone", Retained(() => TaskTable(records[0], n)), n);
-        Row("    SortedSet<(int, long)> (ready set), alone", Retained(() => ReadySet(n)), n);
+        Row("    ReadySet (ready index of the type), alone", Retained(() => ReadyIndex(n)), n);
 
         // Each part of a record: its size alone (N built) times the share of tasks with their own.
         var first = records[0];
@@ -265,12 +265,12 @@ public static class HeapPerTask
         return table;
     }
 
-    private static SortedSet<(int Priority, long Id)> ReadySet(int n)
+    private static ReadySet ReadyIndex(int n)
     {
-        var set = new SortedSet<(int Priority, long Id)>();
+        var set = new ReadySet();
         for (var i = 0; i < n; i++)
         {
-            set.Add((0, i + 1));
+            set.Add(new ReadyQueue.Entry(0, i + 1));
         }
 
         return set;

@@ -1,15 +1,16 @@
 namespace Tatzelwurm.Core;
 
 /// <summary>
-/// The assigner's index of ready tasks: one ordered set per type, highest priority first and FIFO
-/// (by id) within a priority, so that taking the best task costs O(log n) and never scans the table.
+/// The assigner's index of ready tasks: one <see cref="ReadySet"/> per type, highest priority first
+/// and FIFO (by id) within a priority, so that taking the best task costs at most O(log n) and never
+/// scans the table.
 /// Tasks a tag limit holds back are parked per tag and come back when that tag frees a place.
 /// Whether a task is still ready, and its type, are read from the task table rather than kept a
 /// second time per task here (a million ready tasks would cost ≈44 MB more).
 /// </summary>
 internal sealed class ReadyQueue(IReadOnlyDictionary<long, TaskRecord> tasks)
 {
-    private readonly Dictionary<string, SortedSet<Entry>> _byType = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, ReadySet> _byType = new(StringComparer.Ordinal);
     private readonly Dictionary<string, List<Entry>> _parkedByTag = new(StringComparer.Ordinal);
     private readonly List<Entry> _parkedRejected = [];
 
@@ -22,13 +23,13 @@ internal sealed class ReadyQueue(IReadOnlyDictionary<long, TaskRecord> tasks)
         }
     }
 
-    public IEnumerable<KeyValuePair<string, SortedSet<Entry>>> Types => _byType;
+    public IEnumerable<KeyValuePair<string, ReadySet>> Types => _byType;
 
     public void Add(TaskRecord task)
     {
         if (!_byType.TryGetValue(task.Type, out var set))
         {
-            set = [];
+            set = new ReadySet();
             _byType[task.Type] = set;
         }
 
