@@ -17,6 +17,9 @@ internal sealed class ReadySet : IReadOnlyCollection<ReadyQueue.Entry>
 
     public int Count { get; private set; }
 
+    /// <summary>Slots stepped over to find each bucket's first live id (buckets still held); for tests.</summary>
+    internal long SkippedTombstones => _buckets.Sum(b => b.SkippedTombstones);
+
     public ReadyQueue.Entry Min => Count == 0
         ? throw new InvalidOperationException("The ready set is empty.")
         : new ReadyQueue.Entry(_buckets[0].Priority, _buckets[0].Min);
@@ -117,14 +120,18 @@ internal sealed class ReadySet : IReadOnlyCollection<ReadyQueue.Entry>
         private int _dead;
 
         // An id lower than the last slot's that finds neither its own tombstone nor a free one just
-        // below its place: a task made ready again (requeued after its worker was lost, played after
-        // pause, unparked) once compaction dropped its tombstone. An in-place insert would shift up
+        // below its place, at or above the head: a task made ready again (requeued after its worker
+        // was lost, played after pause, unparked) once compaction dropped its tombstone, or one whose
+        // tombstone lies further below the head (it stays there and Remove looks here too). An in-place insert would shift up
         // to the whole array for each of them, and a flood of them (a tag limit unparking thousands)
         // would cost O(n) apiece; here each costs O(log k), and they are merged into the array in one
         // O(n) pass once there are more than SideLimit and an eighth of the array's live ids.
         private SortedSet<long>? _side;
 
         public int Priority { get; } = priority;
+
+        /// <summary>Slots the head has stepped over; tests check that it stays linear in the removals.</summary>
+        public long SkippedTombstones { get; private set; }
 
         public int Count => _tail - _dead + (_side?.Count ?? 0);
 
@@ -148,15 +155,9 @@ internal sealed class ReadySet : IReadOnlyCollection<ReadyQueue.Entry>
             }
 
             var slot = Search(id);
-            if (slot >= 0)
+            if (slot >= 0 && _ids[slot] >= 0)
             {
-                if (_ids[slot] >= 0)
-                {
-                    return false;
-                }
-
-                Revive(slot, id);
-                return true;
+                return false;
             }
 
             if (_side is { Count: > 0 } side && side.Contains(id))
@@ -164,11 +165,14 @@ internal sealed class ReadySet : IReadOnlyCollection<ReadyQueue.Entry>
                 return false;
             }
 
-            // The slot below the place of id holds a lower id's tombstone: taking it keeps the order.
-            slot = ~slot;
-            if (slot > 0 && _ids[slot - 1] < 0)
+            // Its own tombstone, else a lower id's just below its place: taking it keeps the order.
+            // Not one more than a slot below the head, though: the next Remove at the head would
+            // walk back over every tombstone in between, and a task parked and unparked over and
+            // over (every worker rejected it; a tag at its limit) would pay that each time.
+            var free = slot >= 0 ? slot : ~slot - 1;
+            if (free >= 0 && free >= _head - 1 && _ids[free] < 0)
             {
-                Revive(slot - 1, id);
+                Revive(free, id);
                 return true;
             }
 
@@ -198,6 +202,7 @@ internal sealed class ReadySet : IReadOnlyCollection<ReadyQueue.Entry>
                 do
                 {
                     _head++;
+                    SkippedTombstones++;
                 }
                 while (_head < _tail && _ids[_head] < 0);
             }

@@ -168,6 +168,33 @@ public class ReadySetTests
     }
 
     [Fact]
+    public void ParkAndUnpark_AnOldTaskOverManyAssigned_DoesNotRescanThem()
+    {
+        // Task 1 is rejected by every worker with a free slot (parked), tasks 2..90,000 are assigned
+        // meanwhile; each freed slot unparks task 1, which is Min again and parked again.
+        var set = Set(0, Range(1, 200_000));
+        Assert.True(set.Remove(new Entry(0, 1)));
+        for (long id = 2; id <= 90_000; id++)
+        {
+            Assert.True(set.Remove(new Entry(0, id)));
+        }
+
+        var before = set.SkippedTombstones;
+        for (var cycle = 0; cycle < 1_000; cycle++)
+        {
+            Assert.True(set.Add(new Entry(0, 1)));
+            Assert.Equal(new Entry(0, 1), set.Min);
+            Assert.True(set.Remove(new Entry(0, 1)));
+        }
+
+        // Reviving task 1's tombstone at the front would make each removal step over the 89,999
+        // tombstones behind it again.
+        Assert.True(set.SkippedTombstones - before <= 1_000, $"{set.SkippedTombstones - before} slots stepped over");
+        Assert.Equal(new Entry(0, 90_001), set.Min);
+        Assert.Equal(110_000, set.Count);
+    }
+
+    [Fact]
     public void Min_Empty_Throws()
     {
         var set = Set(0, 1);
