@@ -207,6 +207,9 @@ public sealed class SqliteTaskStore : ITaskStore
             return;
         }
 
+        // Never released: closing under a commit or a load would be undefined behaviour in SQLite's
+        // multi-thread mode, so that fails loudly here instead.
+        EnterExclusive();
         _disposed = true;
         _json.Dispose();
         if (_syncer is not null)

@@ -512,6 +512,31 @@ public sealed class SqliteTaskStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task Dispose_DuringACommit_IsRefusedAndTheCommitCompletes()
+    {
+        // SQLite runs without its mutexes, so closing the connection under a commit must not happen.
+        var entered = new TaskCompletionSource();
+        var release = new TaskCompletionSource();
+        var options = new SqliteStoreOptions(DbPath)
+        {
+            FailCommit = _ =>
+            {
+                entered.TrySetResult();
+                release.Task.Wait(TestContext.Current.CancellationToken);
+                return false;
+            },
+        };
+        await using var store = SqliteTaskStore.Open(options);
+
+        var commit = Task.Run(() => store.CommitAsync(Batch([Minimal(1)]), Ct), Ct);
+        await entered.Task.WaitAsync(Ct);
+        await Assert.ThrowsAsync<InvalidOperationException>(() => store.DisposeAsync().AsTask());
+        release.SetResult();
+        await commit;
+        Assert.Equal([1L], (await store.LoadAsync(Ct)).Tasks.Select(t => t.Id));
+    }
+
+    [Fact]
     public async Task WithDurability_IntervalSpec_SetsModeAndPeriodAndShowsInDescription()
     {
         var options = new SqliteStoreOptions(DbPath).WithDurability("interval:50ms");
