@@ -292,4 +292,64 @@ public class ReadySetTests
 
         Assert.Equal(reference, set);
     }
+
+    /// <summary>
+    /// A small id space with heavy churn, so that ids come back over their own and their neighbours'
+    /// tombstones, into the side set and across compactions all the time: 10 seeds each, compared
+    /// with a <see cref="SortedSet{T}"/> after every step (the whole contents every 7th step).
+    /// </summary>
+    [Theory]
+    [InlineData(0, 40, 8)]
+    [InlineData(1, 300, 3)]
+    [InlineData(2, 3000, 2)]
+    [InlineData(3, 200, 1)]
+    public void Differential_Dense_MatchSortedSet(int seedBase, int idSpace, int priorities)
+    {
+        for (var seed = seedBase * 1000; seed < seedBase * 1000 + 10; seed++)
+        {
+            var random = new Random(seed);
+            var set = new ReadySet();
+            var reference = new SortedSet<Entry>();
+            long high = 1;
+            for (var step = 0; step < 4_000; step++)
+            {
+                var roll = random.Next(100);
+                var prio = random.Next(priorities) - 1;
+                bool expected, actual;
+                if (roll < 25)
+                {
+                    high = Math.Min(idSpace, high + 1);
+                    var e = new Entry(prio, high);
+                    (expected, actual) = (reference.Add(e), set.Add(e));
+                }
+                else if (roll < 55)
+                {
+                    var e = new Entry(prio, random.NextInt64(0, high + 1));
+                    (expected, actual) = (reference.Add(e), set.Add(e));
+                }
+                else if (roll < 75 && reference.Count > 0)
+                {
+                    var e = reference.Min;
+                    (expected, actual) = (reference.Remove(e), set.Remove(e));
+                }
+                else
+                {
+                    var e = new Entry(prio, random.NextInt64(0, high + 2));
+                    (expected, actual) = (reference.Remove(e), set.Remove(e));
+                }
+
+                Assert.True(expected == actual, $"seed {seed} step {step}");
+                Assert.Equal(reference.Count, set.Count);
+                if (reference.Count > 0)
+                {
+                    Assert.Equal(reference.Min, set.Min);
+                }
+
+                if (step % 7 == 0 || idSpace <= 40)
+                {
+                    Assert.Equal(reference, set);
+                }
+            }
+        }
+    }
 }
