@@ -83,6 +83,7 @@ public class LeaseTests
         var id = await ResultTests.StartOnWorkerAsync(actioner, worker, new TaskSpec([1], "t", 0, [], policy, true, false));
         await worker.CompleteAsync();
         await worker.ExpectClosedAsync();
+        await coordinator.UntilDisconnectedAsync("w1");
 
         coordinator.Time.Advance(Options.Grace - TimeSpan.FromTicks(1));
         var waiting = await coordinator.TaskAsync(id);
@@ -108,6 +109,7 @@ public class LeaseTests
         await worker.ReportAsync(other, TaskUpdateKind.Accepted);
         await worker.CompleteAsync();
         await worker.ExpectClosedAsync();
+        await coordinator.UntilDisconnectedAsync("w1");
         coordinator.Time.Advance(Options.Grace - TimeSpan.FromTicks(1));
 
         // Back just in time, still running "kept" but claiming a task that was never its own.

@@ -117,6 +117,21 @@ internal sealed class TestCoordinator : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Waits until the loop has handled a worker's disconnect. The client sees its connection closed
+    /// before the session's close reaches the loop, and the grace period counts from the latter, so
+    /// a test that advances the clock must wait for it; each probe is a round trip through the loop.
+    /// </summary>
+    public async Task UntilDisconnectedAsync(string workerId)
+    {
+        using var deadline = new CancellationTokenSource(PipeClient.Patience);
+        while (await QueryAsync(state => state.Workers.TryGetValue(workerId, out var worker) && worker.Connection is not null))
+        {
+            deadline.Token.ThrowIfCancellationRequested();
+            await Task.Yield();
+        }
+    }
+
     public async ValueTask DisposeAsync()
     {
         await _stop.CancelAsync();
