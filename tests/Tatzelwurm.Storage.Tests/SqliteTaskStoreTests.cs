@@ -488,8 +488,8 @@ public sealed class SqliteTaskStoreTests : IDisposable
         return (await store.LoadAsync(Ct)).Tasks;
     }
 
-    [Fact]
-    public async Task Commit_Concurrently_IsRefused()
+    // Each commit, once inside the store, signals entered and waits until release is set.
+    private (SqliteStoreOptions Options, TaskCompletionSource Entered, TaskCompletionSource Release) BlockingCommits()
     {
         var entered = new TaskCompletionSource();
         var release = new TaskCompletionSource();
@@ -502,6 +502,13 @@ public sealed class SqliteTaskStoreTests : IDisposable
                 return false;
             },
         };
+        return (options, entered, release);
+    }
+
+    [Fact]
+    public async Task Commit_Concurrently_IsRefused()
+    {
+        var (options, entered, release) = BlockingCommits();
         await using var store = SqliteTaskStore.Open(options);
 
         var first = Task.Run(() => store.CommitAsync(Batch([Minimal(1)]), Ct), Ct);
@@ -515,17 +522,7 @@ public sealed class SqliteTaskStoreTests : IDisposable
     public async Task Dispose_DuringACommit_IsRefusedAndTheCommitCompletes()
     {
         // SQLite runs without its mutexes, so closing the connection under a commit must not happen.
-        var entered = new TaskCompletionSource();
-        var release = new TaskCompletionSource();
-        var options = new SqliteStoreOptions(DbPath)
-        {
-            FailCommit = _ =>
-            {
-                entered.TrySetResult();
-                release.Task.Wait(TestContext.Current.CancellationToken);
-                return false;
-            },
-        };
+        var (options, entered, release) = BlockingCommits();
         await using var store = SqliteTaskStore.Open(options);
 
         var commit = Task.Run(() => store.CommitAsync(Batch([Minimal(1)]), Ct), Ct);
