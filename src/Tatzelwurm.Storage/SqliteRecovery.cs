@@ -16,10 +16,11 @@ internal static class SqliteRecovery
     // Both tables are keyed by id and read in that order: each task_state lookup lands next to the
     // previous one. LEFT JOIN so a task without its state row is reported, not skipped. The task
     // table keeps no payload bytes of terminated tasks (CoordinatorState.Put), so their blob is not
-    // read, only its length (which SQLite takes from the record header without loading the blob).
-    // 5 is TaskState.Terminated's persisted value.
-    private const string SelectRange = """
-        SELECT t.id, s.state, t.type, t.priority, t.tags, CASE WHEN s.state = 5 THEN NULL ELSE t.payload END, t.policy, t.no_reply,
+    // copied out, only its length (SQLite answers length() from the record header, without reading a
+    // large blob's overflow pages).
+    // States are stored as their enum values (Writer binds (int)t.State).
+    private static readonly string SelectRange = $"""
+        SELECT t.id, s.state, t.type, t.priority, t.tags, CASE WHEN s.state = {(int)TaskState.Terminated} THEN NULL ELSE t.payload END, t.policy, t.no_reply,
                s.exit_code, s.result, s.error, s.worker_id, s.attempts, s.layers, s.pending_control, s.kill_requested_at, s.reason,
                t.created_at, s.updated_at, s.history_count, s.history, length(t.payload)
         FROM tasks AS t LEFT JOIN task_state AS s ON s.id = t.id
