@@ -3,7 +3,8 @@
 # load generator during a warmed-up throughput run:
 #   bench/scripts/perf-profile.sh [loadgen run flags...]     e.g. --store sqlite
 # Needs perf (Debian: linux-perf). Prints the split by DSO (JIT code, coreclr, clrjit, kernel), by
-# thread and the top leaf symbols of each process.
+# kind (kernel samples by the system call or page fault that entered the kernel), by thread and the
+# top leaf symbols of each process.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
@@ -19,6 +20,6 @@ perf record -q -a -g -F 999 -o /tmp/tw-perf.data -- sleep "$SECONDS_" >/dev/null
 wait $run || true
 read -r server loadgen < <(sed -n 's/.*server pid \([0-9]*\), load generator pid \([0-9]*\).*/\1 \2/p' "$log")
 tail -3 "$log"
-perf script -i /tmp/tw-perf.data -F pid,tid,comm,ip,sym,dso -G 2>/dev/null > /tmp/tw-perf.txt
+perf script -i /tmp/tw-perf.data -F comm,pid,tid,ip,sym,dso 2>/dev/null > /tmp/tw-perf.txt
 python3 bench/scripts/perf-aggregate.py "$server" "$loadgen" /tmp/tw-perf.txt "${TOP:-25}"
 rm -f "$log" /tmp/tw-perf.data /tmp/tw-perf.txt /tmp/perf-"$server".map /tmp/perf-"$loadgen".map
