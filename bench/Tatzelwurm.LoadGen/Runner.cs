@@ -25,17 +25,7 @@ public static class Runner
         var clientCpu = Process.GetCurrentProcess().TotalProcessorTime;
         var started = Stopwatch.GetTimestamp();
 
-        // With a prefilled backlog the measure is the first N completions: the workers never run dry,
-        // and the submitter may still be adding its N tasks when they are done (its adds wait for
-        // larger commits), which is timed separately (SubmitSeconds). Without one the run ends when
-        // every task is added and done.
-        var firstCompletions = workload.Prefill > 0;
-        bool Done(Task adding) => firstCompletions
-            ? target.WorkersDone()
-            : adding.IsCompleted && (workload.WaitResults || target.WorkersDone());
-
         var submit = target.SubmitAsync(timeout.Token);
-        var submitEnded = submit.ContinueWith(_ => Stopwatch.GetTimestamp(), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
         await AnsiConsole.Progress()
             .AutoClear(false)
             .HideCompleted(false)
@@ -43,7 +33,7 @@ public static class Runner
             .StartAsync(async ctx =>
             {
                 var bar = ctx.AddTask(label, maxValue: workload.Tasks);
-                while (!Done(submit))
+                while (!(submit.IsCompleted && (workload.WaitResults || target.WorkersDone())))
                 {
                     if (submit.IsFaulted || submit.IsCanceled)
                     {
@@ -56,18 +46,12 @@ public static class Runner
 
                 bar.Value = workload.Tasks;
             });
-        if (submit.IsFaulted || submit.IsCanceled)
-        {
-            await submit;
-        }
-
+        await submit;
         var ended = Stopwatch.GetTimestamp();
         await meter.StopAsync();
         var fsyncCount = fsyncs is null ? null : await fsyncs.StopAsync();
         var threadsAfter = server.CpuByThreadName();
         clientCpu = Process.GetCurrentProcess().TotalProcessorTime - clientCpu;
-        await submit;
-        var submitted = await submitEnded;
 
         var result = new RunResult
         {
@@ -75,7 +59,6 @@ public static class Runner
             Workload = workload.Name,
             Tasks = workload.Tasks,
             Seconds = (ended - started) / (double)Stopwatch.Frequency,
-            SubmitSeconds = firstCompletions ? (submitted - started) / (double)Stopwatch.Frequency : null,
             Latency = timeline.Phases(workload.WaitResults),
             ServerCpuSeconds = meter.CpuSeconds,
             ServerPeakRssBytes = meter.PeakRssBytes,

@@ -16,7 +16,6 @@ public static class Scale
         RunResult BacklogRun,
         RunResult BaselineRun,
         double ThroughputRatio,
-        double? AddsRatio,
         double? RecoverySeconds,
         int RecoveredTasks,
         long RssAfterRecoveryBytes,
@@ -24,11 +23,10 @@ public static class Scale
 
     /// <summary>
     /// Fills a coordinator with <paramref name="queued"/> ready tasks (no worker yet), reads its memory,
-    /// then measures assignment throughput (2 workers, 1 submitter adding <paramref name="tasks"/> tasks
-    /// meanwhile; the time to the first <paramref name="tasks"/> completions) with that backlog and, in a
-    /// fresh coordinator, with <paramref name="baseline"/> queued, and the rate of the submitter's adds
-    /// in each (<see cref="QueuedResult.AddsRatio"/>). Finally kills the filled coordinator (SIGKILL)
-    /// and times its restart until it answers a request, with the number of tasks it recovered.
+    /// then measures throughput (2 workers, 1 submitter adding <paramref name="tasks"/> tasks, first
+    /// <paramref name="tasks"/> completions) with that backlog and, in a fresh coordinator, with
+    /// <paramref name="baseline"/> queued. Finally kills the filled coordinator (SIGKILL) and times its
+    /// restart until it answers a request, with the number of tasks it recovered.
     /// </summary>
     public static async Task<QueuedResult> QueuedAsync(string dll, string? store, IReadOnlyList<string> args, int queued, int baseline, int tasks, bool fsyncs, CancellationToken cancellationToken)
     {
@@ -85,8 +83,7 @@ public static class Scale
             Report.PrintRun(baselineRun);
 
             return new QueuedResult(queued, fillSeconds, rssAfterFill, fillMeter.PeakRssBytes, fillMeter.CpuSeconds, backlog, baselineRun,
-                backlog.TasksPerSecond / baselineRun.TasksPerSecond, backlog.AddsPerSecond / baselineRun.AddsPerSecond,
-                recovery, recovered, rssAfterRecovery, storeName);
+                backlog.TasksPerSecond / baselineRun.TasksPerSecond, recovery, recovered, rssAfterRecovery, storeName);
         }
         finally
         {

@@ -178,13 +178,8 @@ public sealed record RunResult
     public required string Target { get; init; }
     public required string Workload { get; init; }
     public required int Tasks { get; init; }
-    /// <summary>Until every task was added and done or, with a prefilled backlog, until the workers finished the first <see cref="Tasks"/>.</summary>
     public required double Seconds { get; init; }
     public double TasksPerSecond => Tasks / Seconds;
-
-    /// <summary>With a prefilled backlog: until the submitter had all its <see cref="Tasks"/> acknowledged (≥ <see cref="Seconds"/>).</summary>
-    public double? SubmitSeconds { get; init; }
-    public double? AddsPerSecond => Tasks / SubmitSeconds;
     public required Dictionary<string, Percentiles> Latency { get; init; }
     public double ServerCpuSeconds { get; init; }
     public long ServerPeakRssBytes { get; init; }

@@ -67,13 +67,9 @@ def scale(doc, path):
     rec = s.get('recoverySeconds')
     print(f"- restart after SIGKILL: answering after {rec:.3f} s, {s['recoveredTasks']:,} tasks recovered, RSS {s['rssAfterRecoveryBytes'] / 2**20:,.0f} MiB" if rec is not None else "- restart: n/a")
     b, base = s['backlogRun'], s['baselineRun']
-    # Before the runner timed the first N completions of a backlog run, it ended when the submitter was done too.
-    what = "assignment throughput (first completions)" if s.get('addsRatio') is not None else "throughput (N added and N done)"
-    print(f"- {what} with {s['queued']:,} queued: {b['tasksPerSecond']:,.0f} tasks/s; with {base['workload'].split('-')[-1]} queued: "
+    print(f"- throughput with {s['queued']:,} queued: {b['tasksPerSecond']:,.0f} tasks/s; with {base['workload'].split('-')[-1]} queued: "
           f"{base['tasksPerSecond']:,.0f} tasks/s; ratio {s['throughputRatio']:.2f} "
           f"(coordinator JIT in the measured runs {jit(b)} and {jit(base)} s)")
-    if s.get('addsRatio') is not None:
-        print(f"- the submitter's adds meanwhile: {b['addsPerSecond']:,.0f} vs {base['addsPerSecond']:,.0f} per second; ratio {s['addsRatio']:.2f}")
 
 
 def idle(doc, path):
