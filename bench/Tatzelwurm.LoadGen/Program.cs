@@ -124,7 +124,8 @@ scaleQueued.SetAction(async (parse, cancellationToken) =>
 {
     var result = await Scale.QueuedAsync(parse.GetValue(coordinator) ?? CoordinatorProcess.DefaultDll(), parse.GetValue(store), parse.GetValue(coordinatorArgs) ?? [],
         parse.GetValue(queued), parse.GetValue(baseline), parse.GetValue(scaleTasks), parse.GetValue(fsyncs), cancellationToken);
-    AnsiConsole.MarkupLine($"throughput with {result.Queued:N0} queued ÷ with {parse.GetValue(baseline):N0} queued = [bold]{Report.Num(result.ThroughputRatio, "0.00")}[/]");
+    AnsiConsole.MarkupLine($"throughput with {result.Queued:N0} queued ÷ with {parse.GetValue(baseline):N0} queued = [bold]{Report.Num(result.ThroughputRatio, "0.00")}[/]"
+        + $"; all tasks the workers finished in the same windows: {Report.Num(result.AssignmentRatio, "0.00")}");
     await Report.WriteJsonAsync(parse.GetValue(json), new { machine = Report.Machine(), date = DateTimeOffset.UtcNow, scale = result });
     return 0;
 });

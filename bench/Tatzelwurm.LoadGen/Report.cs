@@ -38,7 +38,9 @@ public static class Report
 
         AnsiConsole.Write(table);
         AnsiConsole.MarkupLine(
-            $"  [bold]{Num(r.TasksPerSecond, "0")} tasks/s[/] in {Num(r.Seconds, "0.000")} s · server CPU {Num(r.ServerCpuSeconds, "0.00")} s"
+            $"  [bold]{Num(r.TasksPerSecond, "0")} tasks/s[/] in {Num(r.Seconds, "0.000")} s"
+            + (r.Completions != r.Tasks ? $" (workers finished {r.Completions:N0}: {Num(r.CompletionsPerSecond, "0")}/s)" : "")
+            + $" · server CPU {Num(r.ServerCpuSeconds, "0.00")} s"
             + (r.ServerJitCpuSeconds is { } jit ? $" (JIT {Num(jit, "0.00")} s)" : "") + " · "
             + $"server peak RSS {MiB(r.ServerPeakRssBytes)} MiB · fsyncs {(r.ServerFsyncs?.ToString(CultureInfo.InvariantCulture) ?? "n/a")} · "
             + $"written {MiB(r.ServerWriteBytes)} MiB · load generator CPU {Num(r.ClientCpuSeconds, "0.00")} s");

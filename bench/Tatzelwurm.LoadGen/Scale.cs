@@ -16,6 +16,7 @@ public static class Scale
         RunResult BacklogRun,
         RunResult BaselineRun,
         double ThroughputRatio,
+        double AssignmentRatio,
         double? RecoverySeconds,
         int RecoveredTasks,
         long RssAfterRecoveryBytes,
@@ -23,10 +24,13 @@ public static class Scale
 
     /// <summary>
     /// Fills a coordinator with <paramref name="queued"/> ready tasks (no worker yet), reads its memory,
-    /// then measures throughput (2 workers, 1 submitter adding <paramref name="tasks"/> tasks, first
-    /// <paramref name="tasks"/> completions) with that backlog and, in a fresh coordinator, with
-    /// <paramref name="baseline"/> queued. Finally kills the filled coordinator (SIGKILL) and times its
-    /// restart until it answers a request, with the number of tasks it recovered.
+    /// then measures throughput (2 workers, 1 submitter adding <paramref name="tasks"/> tasks; the run
+    /// ends once they are all acknowledged and the workers finished <paramref name="tasks"/>) with that
+    /// backlog and, in a fresh coordinator, with <paramref name="baseline"/> queued, and in the same
+    /// windows the rate of all tasks the workers finished (<see cref="QueuedResult.AssignmentRatio"/>:
+    /// with a backlog they work through it while the adds wait for commits). Finally kills the filled
+    /// coordinator (SIGKILL) and times its restart until it answers a request, with the number of
+    /// tasks it recovered.
     /// </summary>
     public static async Task<QueuedResult> QueuedAsync(string dll, string? store, IReadOnlyList<string> args, int queued, int baseline, int tasks, bool fsyncs, CancellationToken cancellationToken)
     {
@@ -83,7 +87,8 @@ public static class Scale
             Report.PrintRun(baselineRun);
 
             return new QueuedResult(queued, fillSeconds, rssAfterFill, fillMeter.PeakRssBytes, fillMeter.CpuSeconds, backlog, baselineRun,
-                backlog.TasksPerSecond / baselineRun.TasksPerSecond, recovery, recovered, rssAfterRecovery, storeName);
+                backlog.TasksPerSecond / baselineRun.TasksPerSecond, backlog.CompletionsPerSecond / baselineRun.CompletionsPerSecond,
+                recovery, recovered, rssAfterRecovery, storeName);
         }
         finally
         {

@@ -180,6 +180,10 @@ public sealed record RunResult
     public required int Tasks { get; init; }
     public required double Seconds { get; init; }
     public double TasksPerSecond => Tasks / Seconds;
+
+    /// <summary>Tasks the workers finished in the measured window, prefilled ones included (with a backlog more than <see cref="Tasks"/>).</summary>
+    public long Completions { get; init; }
+    public double CompletionsPerSecond => Completions / Seconds;
     public required Dictionary<string, Percentiles> Latency { get; init; }
     public double ServerCpuSeconds { get; init; }
     public long ServerPeakRssBytes { get; init; }

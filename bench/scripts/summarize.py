@@ -70,6 +70,9 @@ def scale(doc, path):
     print(f"- throughput with {s['queued']:,} queued: {b['tasksPerSecond']:,.0f} tasks/s; with {base['workload'].split('-')[-1]} queued: "
           f"{base['tasksPerSecond']:,.0f} tasks/s; ratio {s['throughputRatio']:.2f} "
           f"(coordinator JIT in the measured runs {jit(b)} and {jit(base)} s)")
+    if 'assignmentRatio' in s:
+        print(f"- all tasks the workers finished in the same windows: {b['completions']:,} and {base['completions']:,}, "
+              f"{b['completionsPerSecond']:,.0f} vs {base['completionsPerSecond']:,.0f} per second; ratio {s['assignmentRatio']:.2f}")
 
 
 def idle(doc, path):
