@@ -50,6 +50,7 @@ def add(sample):
     thr[pid][comm] += 1
 
 
+FRAME = re.compile(r'^\s*[0-9a-f]+\s+(.*?)\s*\(([^()]*)\)\s*$')
 sample = None
 for line in open(sys.argv[3], errors='replace'):
     if not line.strip():
@@ -58,10 +59,15 @@ for line in open(sys.argv[3], errors='replace'):
         sample = None
         continue
     if not line[0].isspace() or sample is None:
-        m = re.match(r'^\s*(.*?)\s+(\d+)/(\d+)\s*$', line)
+        if sample:
+            add(sample)
+        # A header, alone when a call chain follows, or with the one frame perf could resolve.
+        m = re.match(r'^\s*(.*?)\s+(\d+)/(\d+)(?:\s+(.*))?$', line.rstrip('\n'))
         sample = (m.group(1), m.group(2), []) if m else None
+        if m and m.group(4) and (f := FRAME.match(m.group(4))):
+            sample[2].append((f.group(1), f.group(2)))
         continue
-    m = re.match(r'^\s*[0-9a-f]+\s+(.*?)\s*\(([^()]*)\)\s*$', line)
+    m = FRAME.match(line)
     if m:
         sample[2].append((m.group(1), m.group(2)))
 if sample:
