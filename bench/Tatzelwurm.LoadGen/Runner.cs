@@ -28,6 +28,12 @@ public static class Runner
         var completedBefore = timeline.CompletedCount;
         var started = Stopwatch.GetTimestamp();
 
+        // A kept-queued run ends at the workers' N-th completion in the window; every other run once
+        // the submitter's adds are acknowledged and the workers have finished N tasks.
+        bool Done(Task adding) => workload.KeepQueued > 0
+            ? timeline.CompletedCount - completedBefore >= workload.Tasks
+            : adding.IsCompleted && (workload.WaitResults || target.WorkersDone());
+
         var submit = target.SubmitAsync(timeout.Token);
         await AnsiConsole.Progress()
             .AutoClear(false)
@@ -36,7 +42,7 @@ public static class Runner
             .StartAsync(async ctx =>
             {
                 var bar = ctx.AddTask(label, maxValue: workload.Tasks);
-                while (!(submit.IsCompleted && (workload.WaitResults || target.WorkersDone())))
+                while (!Done(submit))
                 {
                     if (submit.IsFaulted || submit.IsCanceled)
                     {
@@ -49,13 +55,18 @@ public static class Runner
 
                 bar.Value = workload.Tasks;
             });
-        await submit;
+        if (submit.IsFaulted || submit.IsCanceled)
+        {
+            await submit;
+        }
+
         var ended = Stopwatch.GetTimestamp();
         var completions = timeline.CompletedCount - completedBefore;
         await meter.StopAsync();
         var fsyncCount = fsyncs is null ? null : await fsyncs.StopAsync();
         var threadsAfter = server.CpuByThreadName();
         clientCpu = Process.GetCurrentProcess().TotalProcessorTime - clientCpu;
+        await submit;
 
         var result = new RunResult
         {

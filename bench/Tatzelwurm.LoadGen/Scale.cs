@@ -16,6 +16,9 @@ public static class Scale
         RunResult BacklogRun,
         RunResult BaselineRun,
         double ThroughputRatio,
+        double FinishedRatio,
+        RunResult KeptBacklogRun,
+        RunResult KeptBaselineRun,
         double AssignmentRatio,
         double? RecoverySeconds,
         int RecoveredTasks,
@@ -26,11 +29,12 @@ public static class Scale
     /// Fills a coordinator with <paramref name="queued"/> ready tasks (no worker yet), reads its memory,
     /// then measures throughput (2 workers, 1 submitter adding <paramref name="tasks"/> tasks; the run
     /// ends once they are all acknowledged and the workers finished <paramref name="tasks"/>) with that
-    /// backlog and, in a fresh coordinator, with <paramref name="baseline"/> queued, and in the same
-    /// windows the rate of all tasks the workers finished (<see cref="QueuedResult.AssignmentRatio"/>:
-    /// with a backlog they work through it while the adds wait for commits). Finally kills the filled
-    /// coordinator (SIGKILL) and times its restart until it answers a request, with the number of
-    /// tasks it recovered.
+    /// backlog and, in a fresh coordinator, with <paramref name="baseline"/> queued, with every task
+    /// the workers finished in the same windows. Kills the filled coordinator (SIGKILL) and times its
+    /// restart until it answers a request, with the number of tasks it recovered. Then measures
+    /// assignment throughput proper on the restarted coordinator and on a fresh one: the queue kept at
+    /// <paramref name="queued"/> and at <paramref name="baseline"/> (<see cref="Workload.KeepQueued"/>),
+    /// the time to the first <paramref name="tasks"/> completions.
     /// </summary>
     public static async Task<QueuedResult> QueuedAsync(string dll, string? store, IReadOnlyList<string> args, int queued, int baseline, int tasks, bool fsyncs, CancellationToken cancellationToken)
     {
@@ -66,6 +70,7 @@ public static class Scale
             double? recovery = null;
             var recovered = 0;
             long rssAfterRecovery;
+            RunResult keptBacklog;
             try
             {
                 var restartStarted = Stopwatch.GetTimestamp() - (long)(restarted.Startup.TotalSeconds * Stopwatch.Frequency);
@@ -74,21 +79,29 @@ public static class Scale
                 recovery = Stopwatch.GetElapsedTime(restartStarted).TotalSeconds;
                 recovered = page.Counts.Values.Sum();
                 rssAfterRecovery = restarted.Stats.RssBytes();
+                AnsiConsole.MarkupLine($"restart after SIGKILL: answering after {Report.Num(recovery ?? double.NaN, "0.000")} s with {recovered:N0} tasks recovered · RSS {Report.MiB(rssAfterRecovery)} MiB");
+                keptBacklog = await Runner.RunAsync(new TatzelwurmTarget(dll, store, args, restarted), Kept(queued), fsyncs, $"tatzelwurm {queued:N0} kept queued", cancellationToken);
+                Report.PrintRun(keptBacklog);
             }
             finally
             {
                 await restarted.DisposeAsync();
             }
 
-            AnsiConsole.MarkupLine($"restart after SIGKILL: answering after {Report.Num(recovery ?? double.NaN, "0.000")} s with {recovered:N0} tasks recovered · RSS {Report.MiB(rssAfterRecovery)} MiB");
-
             var baselineWorkload = workload with { Name = $"backlog-{baseline}", Prefill = baseline };
             var baselineRun = await Runner.RunAsync(new TatzelwurmTarget(dll, store, args), baselineWorkload, fsyncs, $"tatzelwurm {baseline:N0} queued", cancellationToken);
             Report.PrintRun(baselineRun);
+            var keptBaseline = await Runner.RunAsync(new TatzelwurmTarget(dll, store, args), Kept(baseline), fsyncs, $"tatzelwurm {baseline:N0} kept queued", cancellationToken);
+            Report.PrintRun(keptBaseline);
 
             return new QueuedResult(queued, fillSeconds, rssAfterFill, fillMeter.PeakRssBytes, fillMeter.CpuSeconds, backlog, baselineRun,
                 backlog.TasksPerSecond / baselineRun.TasksPerSecond, backlog.CompletionsPerSecond / baselineRun.CompletionsPerSecond,
+                keptBacklog, keptBaseline, keptBacklog.CompletionsPerSecond / keptBaseline.CompletionsPerSecond,
                 recovery, recovered, rssAfterRecovery, storeName);
+
+            // Assignment throughput proper: the same queue depth all through the window, refilled as the
+            // workers finish, so neither run waits for its submitter.
+            Workload Kept(int depth) => workload with { Name = $"kept-{depth}", Prefill = depth, KeepQueued = depth };
         }
         finally
         {

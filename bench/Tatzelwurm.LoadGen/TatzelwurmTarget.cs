@@ -11,6 +11,7 @@ namespace Tatzelwurm.LoadGen;
 public sealed class TatzelwurmTarget(string dll, string? store, IReadOnlyList<string> coordinatorArgs, CoordinatorProcess? existing = null) : ITarget
 {
     private const string TaskType = "bench";
+    private const int ReadyState = 1; // TaskState.Ready on the wire (docs/protocol.md)
     private readonly List<Worker> _workers = [];
     private readonly List<Task> _workerRuns = [];
     private readonly CancellationTokenSource _stopWorkers = new();
@@ -125,15 +126,72 @@ public sealed class TatzelwurmTarget(string dll, string? store, IReadOnlyList<st
 
     public async Task SubmitAsync(CancellationToken cancellationToken)
     {
+        if (_workload.KeepQueued > 0)
+        {
+            await RefillAsync(cancellationToken);
+            return;
+        }
+
         var submitters = Enumerable.Range(0, _workload.Submitters).Select(k => SubmitterAsync(k, cancellationToken)).ToList();
         await Task.WhenAll(submitters);
+    }
+
+    // KeepQueued: unmeasured adds, in batches with a few in flight, whenever the queue (as read at the
+    // start, plus what was added, less what the workers finished since) is a batch short, until the
+    // workers have finished the measured number in this window. Polling every millisecond is enough:
+    // a queue of KeepQueued tasks lasts far longer than that.
+    private async Task RefillAsync(CancellationToken cancellationToken)
+    {
+        const int Batch = 500;
+        const int InFlight = 8;
+        await using var client = await TatzelwurmClient.ConnectAsync(Connection, cancellationToken);
+        var finishedBefore = _timeline.CompletedCount;
+        var added = (long)await ReadyAsync(client, cancellationToken) - _workload.KeepQueued;
+        var pending = new List<Task>();
+        while (_timeline.CompletedCount - finishedBefore < _workload.Tasks)
+        {
+            foreach (var done in pending.Where(t => t.IsCompleted).ToList())
+            {
+                await done;
+                pending.Remove(done);
+            }
+
+            var owed = _timeline.CompletedCount - finishedBefore - added; // = KeepQueued - queued
+            if (owed >= Batch / 2 && pending.Count < InFlight)
+            {
+                var count = (int)Math.Min(owed, Batch);
+                added += count;
+                pending.Add(AddUnmeasuredAsync(client, count, cancellationToken));
+            }
+            else
+            {
+                await Task.Delay(1, cancellationToken);
+            }
+        }
+
+        await Task.WhenAll(pending);
+    }
+
+    private static async Task<int> ReadyAsync(TatzelwurmClient client, CancellationToken cancellationToken) =>
+        (await client.ListAsync(limit: 1, cancellationToken: cancellationToken)).Counts.GetValueOrDefault(ReadyState);
+
+    private async Task AddUnmeasuredAsync(TatzelwurmClient client, long count, CancellationToken cancellationToken)
+    {
+        var payload = _workload.Payload(-1);
+        for (var start = 0L; start < count; start += 1000)
+        {
+            var specs = Enumerable.Range(0, (int)Math.Min(1000, count - start))
+                .Select(_ => new TaskSpec(payload, TaskType, _workload.PriorityOf(0), [], DeliveryPolicy.Default, true, false))
+                .ToList();
+            await client.AddAsync(specs, cancellationToken);
+        }
     }
 
     public async Task WarmupAsync(int tasks, CancellationToken cancellationToken)
     {
         var measured = (_workload, _timeline);
         // Above the measured priorities, so that warm-up tasks run ahead of a prefilled backlog.
-        _workload = _workload with { Name = "warmup", Tasks = tasks, PriorityBoost = _workload.Priorities + 1, Unmeasured = true };
+        _workload = _workload with { Name = "warmup", Tasks = tasks, PriorityBoost = _workload.Priorities + 1, Unmeasured = true, KeepQueued = 0 };
         _timeline = new Timeline(tasks);
         await SubmitAsync(cancellationToken);
         while (!WorkersDone())
@@ -143,6 +201,11 @@ public sealed class TatzelwurmTarget(string dll, string? store, IReadOnlyList<st
 
         (_workload, _timeline) = measured;
         _completedBase = _workers.Sum(w => w.Completed);
+        if (_workload.KeepQueued > 0)
+        {
+            await using var client = await TatzelwurmClient.ConnectAsync(Connection, cancellationToken);
+            await AddUnmeasuredAsync(client, Math.Max(0, _workload.KeepQueued - await ReadyAsync(client, cancellationToken)), cancellationToken);
+        }
     }
 
     public bool WorkersDone()

@@ -42,6 +42,14 @@ public sealed record Workload
     public int Prefill { get; init; }
 
     /// <summary>
+    /// If positive, the submitter does not add <see cref="Tasks"/> measured tasks: after the warm-up
+    /// it tops the ready queue up to this many, then adds one unmeasured task per task the workers
+    /// finish (in batches), so the queue stays this deep, and the run ends at the workers'
+    /// <see cref="Tasks"/>-th completion in the window (tatzelwurm only).
+    /// </summary>
+    public int KeepQueued { get; init; }
+
+    /// <summary>
     /// Tasks run through the same path before measuring (not with a prefill), so that a fresh
     /// coordinator's JIT (tiered compilation) is not billed to the measured run. The defaults are
     /// what it takes here: after 50,000 throughput or 1,000 round-trip tasks the coordinator's
