@@ -74,6 +74,12 @@ var run = new Command("run", "one workload against one target")
 run.SetAction(async (parse, cancellationToken) =>
 {
     var w = BuildWorkload(parse, parse.GetValue(workloadName)!);
+    if (w.KeepQueued > 0 && (parse.GetValue(target) != "tatzelwurm" || w.WaitResults))
+    {
+        Console.Error.WriteLine("--keep-queued works with --target tatzelwurm and without --wait-results");
+        return 2;
+    }
+
     var result = await Runner.RunAsync(MakeTarget(parse, parse.GetValue(target)!), w, parse.GetValue(fsyncs), $"{parse.GetValue(target)} {w.Name}", cancellationToken);
     Report.PrintRun(result);
     await Report.WriteJsonAsync(parse.GetValue(json), new { machine = Report.Machine(), date = DateTimeOffset.UtcNow, workload = w, results = new[] { result } });
@@ -128,7 +134,7 @@ scaleQueued.SetAction(async (parse, cancellationToken) =>
         parse.GetValue(queued), parse.GetValue(baseline), parse.GetValue(scaleTasks), parse.GetValue(fsyncs), cancellationToken);
     AnsiConsole.MarkupLine($"throughput with {result.Queued:N0} queued ÷ with {parse.GetValue(baseline):N0} queued = [bold]{Report.Num(result.ThroughputRatio, "0.00")}[/]"
         + $"; all tasks the workers finished in the same windows: {Report.Num(result.FinishedRatio, "0.00")}");
-    AnsiConsole.MarkupLine($"assignment throughput with {result.Queued:N0} kept queued ÷ with {parse.GetValue(baseline):N0} kept queued = [bold]{Report.Num(result.AssignmentRatio, "0.00")}[/]");
+    AnsiConsole.MarkupLine($"assignment throughput with {result.Queued:N0} kept queued ÷ with {parse.GetValue(baseline):N0} kept queued = [bold]{Report.Num(result.KeptRatio, "0.00")}[/]");
     await Report.WriteJsonAsync(parse.GetValue(json), new { machine = Report.Machine(), date = DateTimeOffset.UtcNow, scale = result });
     return 0;
 });

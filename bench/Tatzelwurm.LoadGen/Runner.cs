@@ -62,9 +62,9 @@ public static class Runner
 
         var ended = Stopwatch.GetTimestamp();
         var completions = timeline.CompletedCount - completedBefore;
+        var threadsAfter = server.CpuByThreadName();
         await meter.StopAsync();
         var fsyncCount = fsyncs is null ? null : await fsyncs.StopAsync();
-        var threadsAfter = server.CpuByThreadName();
         clientCpu = Process.GetCurrentProcess().TotalProcessorTime - clientCpu;
         await submit;
 

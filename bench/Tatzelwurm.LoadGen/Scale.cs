@@ -19,7 +19,7 @@ public static class Scale
         double FinishedRatio,
         RunResult KeptBacklogRun,
         RunResult KeptBaselineRun,
-        double AssignmentRatio,
+        double KeptRatio,
         double? RecoverySeconds,
         int RecoveredTasks,
         long RssAfterRecoveryBytes,

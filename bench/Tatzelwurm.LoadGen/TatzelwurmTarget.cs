@@ -21,6 +21,8 @@ public sealed class TatzelwurmTarget(string dll, string? store, IReadOnlyList<st
     private string _dataDirectory = "";
     private byte[] _result = [];
     private long _completedBase;
+    private Task? _refill;
+    private long _refilled;
 
     public string Name => "tatzelwurm";
 
@@ -128,7 +130,7 @@ public sealed class TatzelwurmTarget(string dll, string? store, IReadOnlyList<st
     {
         if (_workload.KeepQueued > 0)
         {
-            await RefillAsync(cancellationToken);
+            await KeptAsync(cancellationToken);
             return;
         }
 
@@ -136,40 +138,65 @@ public sealed class TatzelwurmTarget(string dll, string? store, IReadOnlyList<st
         await Task.WhenAll(submitters);
     }
 
-    // KeepQueued: unmeasured adds, in batches with a few in flight, whenever the queue (as read at the
-    // start, plus what was added, less what the workers finished since) is a batch short, until the
-    // workers have finished the measured number in this window. Polling every millisecond is enough:
-    // a queue of KeepQueued tasks lasts far longer than that.
+    // KeepQueued: from the end of the warm-up until the target is disposed, unmeasured adds, in
+    // batches with a few in flight, whenever the queue (read once at the start, plus what was added,
+    // less what the workers finished since) is short. Running from before the measured window, the
+    // queue is at its depth when the window opens. Polling every millisecond is enough: a queue of
+    // KeepQueued tasks lasts far longer than that.
     private async Task RefillAsync(CancellationToken cancellationToken)
     {
         const int Batch = 500;
         const int InFlight = 8;
-        await using var client = await TatzelwurmClient.ConnectAsync(Connection, cancellationToken);
+        var threshold = Math.Clamp(_workload.KeepQueued / 2, 1, Batch / 2);
+        await using var client = await TatzelwurmClient.ConnectAsync(Connection with { ClientName = "loadgen-refill" }, cancellationToken);
         var finishedBefore = _timeline.CompletedCount;
         var added = (long)await ReadyAsync(client, cancellationToken) - _workload.KeepQueued;
         var pending = new List<Task>();
-        while (_timeline.CompletedCount - finishedBefore < _workload.Tasks)
+        try
         {
-            foreach (var done in pending.Where(t => t.IsCompleted).ToList())
+            while (true)
             {
-                await done;
-                pending.Remove(done);
-            }
+                foreach (var done in pending.Where(t => t.IsCompleted).ToList())
+                {
+                    await done;
+                    pending.Remove(done);
+                }
 
-            var owed = _timeline.CompletedCount - finishedBefore - added; // = KeepQueued - queued
-            if (owed >= Batch / 2 && pending.Count < InFlight)
-            {
-                var count = (int)Math.Min(owed, Batch);
-                added += count;
-                pending.Add(AddUnmeasuredAsync(client, count, cancellationToken));
-            }
-            else
-            {
-                await Task.Delay(1, cancellationToken);
+                var owed = _timeline.CompletedCount - finishedBefore - added; // = KeepQueued - queued
+                if (owed >= threshold && pending.Count < InFlight)
+                {
+                    var count = (int)Math.Min(owed, Batch);
+                    added += count;
+                    pending.Add(AddUnmeasuredAsync(client, count, cancellationToken));
+                }
+                else
+                {
+                    await Task.Delay(1, cancellationToken);
+                }
             }
         }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            // The target is done with the queue.
+        }
+    }
 
-        await Task.WhenAll(pending);
+    // The measured part of a KeepQueued run: the refill is already running; wait for N completions.
+    private async Task KeptAsync(CancellationToken cancellationToken)
+    {
+        // Without a warm-up nothing started it, and the queue is filled inside the window.
+        _refill ??= Task.Run(() => RefillAsync(_stopWorkers.Token), CancellationToken.None);
+        var before = _timeline.CompletedCount;
+        while (_timeline.CompletedCount - before < _workload.Tasks)
+        {
+            if (_refill is { IsCompleted: true })
+            {
+                await _refill; // a failed add ends the run with its error
+                throw new InvalidOperationException("the refill stopped before the run ended");
+            }
+
+            await Task.Delay(1, cancellationToken);
+        }
     }
 
     private static async Task<int> ReadyAsync(TatzelwurmClient client, CancellationToken cancellationToken) =>
@@ -181,7 +208,11 @@ public sealed class TatzelwurmTarget(string dll, string? store, IReadOnlyList<st
         for (var start = 0L; start < count; start += 1000)
         {
             var specs = Enumerable.Range(0, (int)Math.Min(1000, count - start))
-                .Select(_ => new TaskSpec(payload, TaskType, _workload.PriorityOf(0), [], DeliveryPolicy.Default, true, false))
+                .Select(_ =>
+                {
+                    var i = (int)Interlocked.Increment(ref _refilled);
+                    return new TaskSpec(payload, TaskType, _workload.PriorityOf(i), _workload.TagsOf(i), DeliveryPolicy.Default, true, false);
+                })
                 .ToList();
             await client.AddAsync(specs, cancellationToken);
         }
@@ -203,8 +234,13 @@ public sealed class TatzelwurmTarget(string dll, string? store, IReadOnlyList<st
         _completedBase = _workers.Sum(w => w.Completed);
         if (_workload.KeepQueued > 0)
         {
-            await using var client = await TatzelwurmClient.ConnectAsync(Connection, cancellationToken);
-            await AddUnmeasuredAsync(client, Math.Max(0, _workload.KeepQueued - await ReadyAsync(client, cancellationToken)), cancellationToken);
+            // Up to the depth first, then kept there, all before the measured window opens.
+            await using (var client = await TatzelwurmClient.ConnectAsync(Connection, cancellationToken))
+            {
+                await AddUnmeasuredAsync(client, Math.Max(0, _workload.KeepQueued - await ReadyAsync(client, cancellationToken)), cancellationToken);
+            }
+
+            _refill = Task.Run(() => RefillAsync(_stopWorkers.Token), CancellationToken.None);
         }
     }
 
@@ -227,7 +263,7 @@ public sealed class TatzelwurmTarget(string dll, string? store, IReadOnlyList<st
         await _stopWorkers.CancelAsync();
         try
         {
-            await Task.WhenAll(_workerRuns).WaitAsync(TimeSpan.FromSeconds(30));
+            await Task.WhenAll(_workerRuns.Append(_refill ?? Task.CompletedTask)).WaitAsync(TimeSpan.FromSeconds(30));
         }
         catch (Exception ex) when (ex is OperationCanceledException or TimeoutException or ConnectionLostException or TatzelwurmException)
         {

@@ -70,13 +70,15 @@ def scale(doc, path):
     print(f"- throughput with {s['queued']:,} queued: {b['tasksPerSecond']:,.0f} tasks/s; with {base['workload'].split('-')[-1]} queued: "
           f"{base['tasksPerSecond']:,.0f} tasks/s; ratio {s['throughputRatio']:.2f} "
           f"(coordinator JIT in the measured runs {jit(b)} and {jit(base)} s)")
-    if 'finishedRatio' in s:
+    # Files of 08:32-08:34 on 2026-11-28 called the finished ratio assignmentRatio.
+    finished = s.get('finishedRatio', s.get('assignmentRatio') if 'keptBacklogRun' not in s else None)
+    if finished is not None:
         print(f"- all tasks the workers finished in the same windows: {b['completions']:,} and {base['completions']:,}, "
-              f"{b['completionsPerSecond']:,.0f} vs {base['completionsPerSecond']:,.0f} per second; ratio {s['finishedRatio']:.2f}")
+              f"{b['completionsPerSecond']:,.0f} vs {base['completionsPerSecond']:,.0f} per second; ratio {finished:.2f}")
     if 'keptBacklogRun' in s:
         kb, kbase = s['keptBacklogRun'], s['keptBaselineRun']
         print(f"- assignment throughput, queue kept at {s['queued']:,} / {base['workload'].split('-')[-1]} (first {kb['tasks']:,} completions): "
-              f"{kb['completionsPerSecond']:,.0f} vs {kbase['completionsPerSecond']:,.0f} tasks/s; ratio {s['assignmentRatio']:.2f} "
+              f"{kb['completionsPerSecond']:,.0f} vs {kbase['completionsPerSecond']:,.0f} tasks/s; ratio {s.get('keptRatio', s.get('assignmentRatio')):.2f} "
               f"(server CPU {kb['serverCpuSeconds']:.2f} vs {kbase['serverCpuSeconds']:.2f} s; JIT {jit(kb)} and {jit(kbase)} s)")
 
 
