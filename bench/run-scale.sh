@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Scale scenarios of issue 7 §4 against a fresh coordinator each (127.0.0.1 only):
 #   bench/run-scale.sh queued    1,000,000 queued tasks: RSS, restart (SIGKILL) recovery time,
-#                                throughput with that backlog vs with 1,000 queued
+#                                throughput with that backlog vs with 1,000 queued, and assignment
+#                                throughput with the queue kept at each depth
 #   bench/run-scale.sh workers   1,000 idle workers heartbeating: coordinator CPU over 60 s
 #   bench/run-scale.sh idle      idle coordinator: CPU over 60 s
 #   bench/run-scale.sh all       all three
