@@ -122,10 +122,11 @@ internal sealed class ReadySet : IReadOnlyCollection<ReadyQueue.Entry>
         // An id lower than the last slot's that finds neither its own tombstone nor a free one just
         // below its place, at or above the head: a task made ready again (requeued after its worker
         // was lost, played after pause, unparked) once compaction dropped its tombstone, or one whose
-        // tombstone lies further below the head (it stays there and Remove looks here too). An in-place insert would shift up
-        // to the whole array for each of them, and a flood of them (a tag limit unparking thousands)
-        // would cost O(n) apiece; here each costs O(log k), and they are merged into the array in one
-        // O(n) pass once there are more than SideLimit and an eighth of the array's live ids.
+        // tombstone lies further below the head (it stays there and Remove looks here too). An
+        // in-place insert would shift up to the whole array for each of them, and a flood of them (a
+        // tag limit unparking thousands) would cost O(n) apiece; here each costs O(log k), and they
+        // are merged into the array in one O(n) pass once there are more than SideLimit and an eighth
+        // of the array's live ids.
         private SortedSet<long>? _side;
 
         public int Priority { get; } = priority;
