@@ -22,7 +22,6 @@ public sealed class TatzelwurmTarget(string dll, string? store, IReadOnlyList<st
     private byte[] _result = [];
     private long _completedBase;
     private Task? _refill;
-    private long _refilled;
 
     public string Name => "tatzelwurm";
 
@@ -96,16 +95,12 @@ public sealed class TatzelwurmTarget(string dll, string? store, IReadOnlyList<st
     {
         await using var client = await TatzelwurmClient.ConnectAsync(connection, cancellationToken);
         const int Batch = 1000;
-        var payload = workload.Payload(-1);
         using var window = new SemaphoreSlim(8);
         var pending = new List<Task>();
         long added = 0;
         for (var start = 0; start < workload.Prefill; start += Batch)
         {
-            var count = Math.Min(Batch, workload.Prefill - start);
-            var specs = Enumerable.Range(start, count)
-                .Select(i => new TaskSpec(payload, TaskType, workload.PriorityOf(i), workload.TagsOf(i), DeliveryPolicy.Default, true, false))
-                .ToList();
+            var specs = Unmeasured(workload, start, Math.Min(Batch, workload.Prefill - start));
             await window.WaitAsync(cancellationToken);
             pending.Add(AddAsync(specs));
         }
@@ -138,6 +133,16 @@ public sealed class TatzelwurmTarget(string dll, string? store, IReadOnlyList<st
         await Task.WhenAll(submitters);
     }
 
+    // Unmeasured tasks (sequence -1) spread over the workload's priorities and tags by their index.
+    private static List<TaskSpec> Unmeasured(Workload workload, long first, int count)
+    {
+        var payload = workload.Payload(-1);
+        return Enumerable.Range(0, count)
+            .Select(k => (int)(first + k))
+            .Select(i => new TaskSpec(payload, TaskType, workload.PriorityOf(i), workload.TagsOf(i), DeliveryPolicy.Default, true, false))
+            .ToList();
+    }
+
     // KeepQueued: from the end of the warm-up until the target is disposed, unmeasured adds, in
     // batches with a few in flight, whenever the queue (read once at the start, plus what was added,
     // less what the workers finished since) is short. Running from before the measured window, the
@@ -150,7 +155,8 @@ public sealed class TatzelwurmTarget(string dll, string? store, IReadOnlyList<st
         var threshold = Math.Clamp(_workload.KeepQueued / 2, 1, Batch / 2);
         await using var client = await TatzelwurmClient.ConnectAsync(Connection with { ClientName = "loadgen-refill" }, cancellationToken);
         var finishedBefore = _timeline.CompletedCount;
-        var added = (long)await ReadyAsync(client, cancellationToken) - _workload.KeepQueued;
+        long queuedBefore = await ReadyAsync(client, cancellationToken);
+        var added = 0L;
         var pending = new List<Task>();
         try
         {
@@ -162,12 +168,12 @@ public sealed class TatzelwurmTarget(string dll, string? store, IReadOnlyList<st
                     pending.Remove(done);
                 }
 
-                var owed = _timeline.CompletedCount - finishedBefore - added; // = KeepQueued - queued
+                var owed = _workload.KeepQueued - (queuedBefore + added - (_timeline.CompletedCount - finishedBefore));
                 if (owed >= threshold && pending.Count < InFlight)
                 {
-                    var count = (int)Math.Min(owed, Batch);
-                    added += count;
-                    pending.Add(AddUnmeasuredAsync(client, count, cancellationToken));
+                    var specs = Unmeasured(_workload, added, (int)Math.Min(owed, Batch));
+                    added += specs.Count;
+                    pending.Add(client.AddAsync(specs, cancellationToken));
                 }
                 else
                 {
@@ -202,22 +208,6 @@ public sealed class TatzelwurmTarget(string dll, string? store, IReadOnlyList<st
     private static async Task<int> ReadyAsync(TatzelwurmClient client, CancellationToken cancellationToken) =>
         (await client.ListAsync(limit: 1, cancellationToken: cancellationToken)).Counts.GetValueOrDefault(ReadyState);
 
-    private async Task AddUnmeasuredAsync(TatzelwurmClient client, long count, CancellationToken cancellationToken)
-    {
-        var payload = _workload.Payload(-1);
-        for (var start = 0L; start < count; start += 1000)
-        {
-            var specs = Enumerable.Range(0, (int)Math.Min(1000, count - start))
-                .Select(_ =>
-                {
-                    var i = (int)Interlocked.Increment(ref _refilled);
-                    return new TaskSpec(payload, TaskType, _workload.PriorityOf(i), _workload.TagsOf(i), DeliveryPolicy.Default, true, false);
-                })
-                .ToList();
-            await client.AddAsync(specs, cancellationToken);
-        }
-    }
-
     public async Task WarmupAsync(int tasks, CancellationToken cancellationToken)
     {
         var measured = (_workload, _timeline);
@@ -235,10 +225,13 @@ public sealed class TatzelwurmTarget(string dll, string? store, IReadOnlyList<st
         if (_workload.KeepQueued > 0)
         {
             // Up to the depth first, then kept there, all before the measured window opens.
+            int ready;
             await using (var client = await TatzelwurmClient.ConnectAsync(Connection, cancellationToken))
             {
-                await AddUnmeasuredAsync(client, Math.Max(0, _workload.KeepQueued - await ReadyAsync(client, cancellationToken)), cancellationToken);
+                ready = await ReadyAsync(client, cancellationToken);
             }
+
+            await PrefillAsync(Connection, _workload with { Prefill = Math.Max(0, _workload.KeepQueued - ready) }, cancellationToken);
 
             _refill = Task.Run(() => RefillAsync(_stopWorkers.Token), CancellationToken.None);
         }
