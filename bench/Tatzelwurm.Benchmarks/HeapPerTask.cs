@@ -180,12 +180,7 @@ public static class HeapPerTask
             writer = null;
             GC.KeepAlive(writer);
             var before = GC.GetTotalMemory(true);
-            var state = new CoordinatorState(CoordinatorOptions.Default);
-            await using (var store = SqliteTaskStore.Open(options))
-            {
-                state.Load(await store.LoadAsync(CancellationToken.None), Now);
-            }
-
+            var state = await LoadAsync(options);
             var after = GC.GetTotalMemory(true);
             GC.KeepAlive(state);
             return after - before;
@@ -194,6 +189,16 @@ public static class HeapPerTask
         {
             Directory.Delete(dir, recursive: true);
         }
+    }
+
+    // In a method of its own: the awaited Task<StoreSnapshot> (and with it every loaded record)
+    // stays referenced from the awaiting method's state machine until that method returns.
+    private static async Task<CoordinatorState> LoadAsync(SqliteStoreOptions options)
+    {
+        var state = new CoordinatorState(CoordinatorOptions.Default);
+        await using var store = SqliteTaskStore.Open(options);
+        state.Load(await store.LoadAsync(CancellationToken.None), Now);
+        return state;
     }
 
     private static TaskRecord[] Records(TaskRecord template, int n)

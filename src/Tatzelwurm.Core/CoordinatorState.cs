@@ -1,3 +1,4 @@
+using System.Collections;
 using System.Runtime.InteropServices;
 
 namespace Tatzelwurm.Core;
@@ -57,14 +58,16 @@ public sealed class CoordinatorState
 {
     private const int MaxPurgePerPass = 10_000;
 
+    // The live tasks (not terminated) as records; the terminated ones, until they are purged, in
+    // the terminated log. Tasks shows both as one table.
     private readonly Dictionary<long, TaskRecord> _tasks = [];
+    private readonly TerminatedLog _terminated = new();
     private readonly int[] _counts = new int[6];
     private readonly ReadyQueue _ready;
     private readonly Dictionary<string, WorkerRecord> _workers = new(StringComparer.Ordinal);
     private readonly Dictionary<string, int> _tagLimits = new(StringComparer.Ordinal);
     private readonly Dictionary<string, int> _tagRunning = new(StringComparer.Ordinal);
     private readonly Dictionary<long, HashSet<string>> _rejectedBy = [];
-    private readonly Queue<(DateTimeOffset At, long Id)> _terminated = new();
     private readonly HashSet<long> _killsPending = [];
     // Per task changed since the last TakeBatch: the newest image (null = purged) and what the store
     // holds of it, fixed when the task first became dirty in this batch.
@@ -82,11 +85,22 @@ public sealed class CoordinatorState
     {
         Options = options;
         _ready = new ReadyQueue(_tasks);
+        Tasks = new TaskTable(this);
     }
 
     public CoordinatorOptions Options { get; }
 
-    public IReadOnlyDictionary<long, TaskRecord> Tasks => _tasks;
+    /// <summary>
+    /// Every task, live and terminated. A terminated task is decoded from the terminated log each
+    /// time it is read, so enumerating <c>Values</c> of a large table is costly: filters go through
+    /// <see cref="TaskQueries.Page"/>, counts through <see cref="Count(TaskState)"/> and <see cref="CountsByType"/>.
+    /// </summary>
+    public IReadOnlyDictionary<long, TaskRecord> Tasks { get; }
+
+    /// <summary>The tasks that are not terminated.</summary>
+    internal IReadOnlyDictionary<long, TaskRecord> LiveTasks => _tasks;
+
+    internal TerminatedLog Terminated => _terminated;
 
     public IReadOnlyDictionary<string, WorkerRecord> Workers => _workers;
 
@@ -97,6 +111,34 @@ public sealed class CoordinatorState
     public int Count(TaskState state) => _counts[(int)state];
 
     public int TagRunning(string tag) => _tagRunning.GetValueOrDefault(tag);
+
+    /// <summary>Tasks per type, each an array of counts indexed by <see cref="TaskState"/>.</summary>
+    public Dictionary<string, int[]> CountsByType()
+    {
+        var byType = new Dictionary<string, int[]>(StringComparer.Ordinal);
+        int[] For(string type)
+        {
+            if (!byType.TryGetValue(type, out var counts))
+            {
+                counts = new int[_counts.Length];
+                byType[type] = counts;
+            }
+
+            return counts;
+        }
+
+        foreach (var task in _tasks.Values)
+        {
+            For(task.Type)[(int)task.State]++;
+        }
+
+        foreach (var (type, count) in _terminated.CountsByType())
+        {
+            For(type)[(int)TaskState.Terminated] += count;
+        }
+
+        return byType;
+    }
 
     // ---- recovery -------------------------------------------------------------------------
 
@@ -119,7 +161,7 @@ public sealed class CoordinatorState
         // to persist or report, so Put does not record it (a million dirty entries and change records
         // would only be cleared again). Put drops the payload bytes of terminated tasks here too: a
         // store may hand them back full.
-        _tasks.EnsureCapacity(snapshot.Tasks.Count);
+        _tasks.EnsureCapacity(snapshot.Tasks.Count(t => t.State != TaskState.Terminated));
         var terminated = new List<TaskRecord>();
         _loading = true;
         try
@@ -185,7 +227,7 @@ public sealed class CoordinatorState
     /// <summary>Play, pause or kill one task; for a task on a worker the worker is told.</summary>
     public Rejection? Control(long id, ControlVerb verb, DateTimeOffset now)
     {
-        if (!_tasks.TryGetValue(id, out var task))
+        if (!Tasks.TryGetValue(id, out var task))
         {
             return Rejection.UnknownTask(id);
         }
@@ -398,7 +440,7 @@ public sealed class CoordinatorState
 
     public Rejection? WorkerUpdate(string workerId, long taskId, WorkerReport report, int exitCode, byte[]? result, string? error, DateTimeOffset now)
     {
-        if (!_tasks.TryGetValue(taskId, out var task))
+        if (!Tasks.TryGetValue(taskId, out var task))
         {
             return Rejection.UnknownTask(taskId);
         }
@@ -488,9 +530,9 @@ public sealed class CoordinatorState
             }
         }
 
-        if (_terminated.TryPeek(out var oldest))
+        if (_terminated.TryPeekOldest(out var oldest, out _))
         {
-            Consider(oldest.At + Options.Retention);
+            Consider(oldest + Options.Retention);
         }
 
         return next;
@@ -500,16 +542,12 @@ public sealed class CoordinatorState
     public int Purge(DateTimeOffset now)
     {
         var purged = 0;
-        while (purged < MaxPurgePerPass && _terminated.TryPeek(out var oldest) && oldest.At + Options.Retention <= now)
+        while (purged < MaxPurgePerPass && _terminated.TryPeekOldest(out var at, out var id) && at + Options.Retention <= now)
         {
-            _terminated.Dequeue();
-            if (_tasks.TryGetValue(oldest.Id, out var task) && task.State == TaskState.Terminated)
-            {
-                _tasks.Remove(oldest.Id);
-                _counts[(int)TaskState.Terminated]--;
-                _dirty[oldest.Id] = (null, TaskUpsert.NotStored);
-                purged++;
-            }
+            _terminated.RemoveOldest();
+            _counts[(int)TaskState.Terminated]--;
+            _dirty[id] = (null, TaskUpsert.NotStored);
+            purged++;
         }
 
         return purged;
@@ -729,13 +767,20 @@ public sealed class CoordinatorState
             }
         }
 
-        // Terminated is final and only assignments read a payload, so the table keeps a terminated
-        // task without its bytes (only their size, for display): over the retention period they
-        // would be most of its memory. The store still gets the full record below: a task added and
-        // terminated in one batch is inserted from this image.
-        _tasks[next.Id] = next.State == TaskState.Terminated && !next.Payload.IsEmpty
-            ? next with { Payload = default, PayloadSize = next.PayloadSize }
-            : next;
+        // Terminated is final: the task moves to the terminated log, which keeps no payload bytes
+        // (only their size, for display; only assignments read a payload). The store still gets the
+        // full record below: a task added and terminated in one batch is inserted from this image.
+        if (next.State == TaskState.Terminated)
+        {
+            _tasks.Remove(next.Id);
+            _terminated.Append(next);
+            _rejectedBy.Remove(next.Id);
+        }
+        else
+        {
+            _tasks[next.Id] = next;
+        }
+
         _counts[(int)next.State]++;
         if (next.State == TaskState.Ready)
         {
@@ -754,12 +799,6 @@ public sealed class CoordinatorState
             {
                 _tagRunning[tag] = _tagRunning.GetValueOrDefault(tag) + 1;
             }
-        }
-
-        if (next.State == TaskState.Terminated && prev?.State != TaskState.Terminated)
-        {
-            _terminated.Enqueue((next.UpdatedAt, next.Id));
-            _rejectedBy.Remove(next.Id);
         }
 
         if (!_loading)
@@ -795,5 +834,27 @@ public sealed class CoordinatorState
                 _ready.UnparkTag(tag);
             }
         }
+    }
+
+    // The live tasks and the terminated log as one read-only table.
+    private sealed class TaskTable(CoordinatorState state) : IReadOnlyDictionary<long, TaskRecord>
+    {
+        public int Count => state._tasks.Count + state._terminated.Count;
+
+        public IEnumerable<long> Keys => state._tasks.Keys.Concat(state._terminated.Ids);
+
+        public IEnumerable<TaskRecord> Values => state._tasks.Values.Concat(state._terminated.Records());
+
+        public TaskRecord this[long key] => TryGetValue(key, out var task) ? task : throw new KeyNotFoundException($"no task {key}");
+
+        public bool ContainsKey(long key) => state._tasks.ContainsKey(key) || state._terminated.Contains(key);
+
+        public bool TryGetValue(long key, out TaskRecord value) =>
+            state._tasks.TryGetValue(key, out value!) || state._terminated.TryGet(key, out value);
+
+        public IEnumerator<KeyValuePair<long, TaskRecord>> GetEnumerator() =>
+            Values.Select(t => KeyValuePair.Create(t.Id, t)).GetEnumerator();
+
+        IEnumerator IEnumerable.GetEnumerator() => GetEnumerator();
     }
 }

@@ -21,28 +21,37 @@ public static class TaskQueries
     {
         var matched = 0;
         var page = new SortedSet<long>();
-        foreach (var task in state.Tasks.Values)
+        void Consider(long id)
         {
-            if (!filter.Matches(task, state.Workers))
-            {
-                continue;
-            }
-
             matched++;
-            if (task.Id <= afterId || limit <= 0)
+            if (id <= afterId || limit <= 0)
             {
-                continue;
+                return;
             }
 
             if (page.Count < limit)
             {
-                page.Add(task.Id);
+                page.Add(id);
             }
-            else if (task.Id < page.Max)
+            else if (id < page.Max)
             {
                 page.Remove(page.Max);
-                page.Add(task.Id);
+                page.Add(id);
             }
+        }
+
+        foreach (var task in state.LiveTasks.Values)
+        {
+            if (filter.Matches(task, state.Workers))
+            {
+                Consider(task.Id);
+            }
+        }
+
+        // Terminated tasks are matched on their log entries; only the page's are decoded.
+        foreach (var id in state.Terminated.Matching(filter, state.Workers))
+        {
+            Consider(id);
         }
 
         return (page.Select(id => state.Tasks[id]).ToList(), matched);

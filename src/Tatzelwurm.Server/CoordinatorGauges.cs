@@ -80,21 +80,9 @@ public sealed record GaugeSnapshot(
     public static GaugeSnapshot Take(CoordinatorState state)
     {
         // Every state of every type present, zeros included, so rates and alerts see explicit zeros.
-        var byType = new Dictionary<string, long[]>(StringComparer.Ordinal);
-        foreach (var task in state.Tasks.Values)
-        {
-            if (!byType.TryGetValue(task.Type, out var counts))
-            {
-                counts = new long[States.Length];
-                byType[task.Type] = counts;
-            }
-
-            counts[(int)task.State]++;
-        }
-
-        var tasks = byType
+        var tasks = state.CountsByType()
             .OrderBy(kv => kv.Key, StringComparer.Ordinal)
-            .SelectMany(kv => States.Select(s => (s.Name(), kv.Key, kv.Value[(int)s])))
+            .SelectMany(kv => States.Select(s => (s.Name(), kv.Key, (long)kv.Value[(int)s])))
             .ToList();
         var workers = new (string State, long Count)[] { ("connected", 0), ("draining", 0), ("suspect", 0) };
         foreach (var worker in state.Workers.Values)
