@@ -178,6 +178,7 @@ public sealed class CoordinatorState
                 }
             }
 
+            _terminated.EnsureCapacity(terminated.Count);
             foreach (var task in terminated.OrderBy(t => t.UpdatedAt))
             {
                 LoadOne(task, now);

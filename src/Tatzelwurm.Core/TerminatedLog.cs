@@ -52,7 +52,10 @@ internal sealed class TerminatedLog
 
     public bool Contains(long id) => _index.ContainsKey(id);
 
+    public void EnsureCapacity(int count) => _index.EnsureCapacity(count);
+
     /// <summary>Appends a terminated task (its payload bytes are not kept, only their size).</summary>
+    // Indexed loops, not foreach: the lists are interfaces, whose enumerators would allocate.
     public void Append(TaskRecord task)
     {
         if (task.State != TaskState.Terminated)
@@ -74,10 +77,11 @@ internal sealed class TerminatedLog
         var type = Intern(task.Type);
         writer.Int(type);
         writer.Int(task.WorkerId is null ? NoString : Intern(task.WorkerId));
-        writer.UShort(checked((ushort)task.Tags.Count));
-        foreach (var tag in task.Tags)
+        var tags = task.Tags;
+        writer.UShort(checked((ushort)tags.Count));
+        for (var i = 0; i < tags.Count; i++)
         {
-            writer.Int(Intern(tag));
+            writer.Int(Intern(tags[i]));
         }
 
         writer.Time(task.CreatedAt);
@@ -95,12 +99,13 @@ internal sealed class TerminatedLog
         writer.Bytes(task.Result);
         writer.String(task.Error);
         writer.String(task.Reason);
-        writer.Int(task.History.Count);
-        foreach (var transition in task.History)
+        var history = task.History;
+        writer.Int(history.Count);
+        for (var i = 0; i < history.Count; i++)
         {
-            writer.Byte((byte)transition.State);
-            writer.Time(transition.At);
-            writer.String(transition.Reason);
+            writer.Byte((byte)history[i].State);
+            writer.Time(history[i].At);
+            writer.String(history[i].Reason);
         }
 
         if (writer.Left != 0)
@@ -369,9 +374,10 @@ internal sealed class TerminatedLog
     private static int EncodedLength(TaskRecord task)
     {
         var length = FixedLength + (4 * task.Tags.Count) + (task.Result?.Length ?? 0) + StringLength(task.Error) + StringLength(task.Reason);
-        foreach (var transition in task.History)
+        var history = task.History;
+        for (var i = 0; i < history.Count; i++)
         {
-            length += 1 + TimeLength + StringLength(transition.Reason);
+            length += 1 + TimeLength + StringLength(history[i].Reason);
         }
 
         return length;
