@@ -16,7 +16,8 @@ namespace Tatzelwurm.Core;
 /// (show, wait, a page of a listing); filters read the entry's header without decoding it.
 /// </para>
 /// Written by hand because no serializer lays records out this way: a fixed header the filters read
-/// in place, strings that repeat (types, tags, worker ids) as indices into a pool, and no objects.
+/// in place, strings that repeat (types, worker ids) as indices into a pool, and no objects. Tags are
+/// written out in UTF-8: they may be unique per task, and a pool never forgets a string.
 /// </summary>
 internal sealed class TerminatedLog
 {
@@ -81,7 +82,7 @@ internal sealed class TerminatedLog
         writer.UShort(checked((ushort)tags.Count));
         for (var i = 0; i < tags.Count; i++)
         {
-            writer.Int(Intern(tags[i]));
+            writer.String(tags[i]);
         }
 
         writer.Time(task.CreatedAt);
@@ -184,9 +185,9 @@ internal sealed class TerminatedLog
             yield break;
         }
 
-        // Strings the filter names but the pool has never seen match nothing.
+        // A type the pool has never seen matches nothing.
         var type = IndexOrMissing(filter.Type);
-        var tag = IndexOrMissing(filter.Tag);
+        var tag = filter.Tag is null ? null : Encoding.UTF8.GetBytes(filter.Tag);
         for (var c = _head; c < _chunks.Count; c++)
         {
             for (var offset = c == _head ? _headOffset : 0; offset < _used[c];)
@@ -247,7 +248,7 @@ internal sealed class TerminatedLog
         return _chunks.Count - 1;
     }
 
-    private (long Id, int Length, bool Matches) Match(ReadOnlySpan<byte> entry, int? type, int? tag, string? worker, IReadOnlyDictionary<string, WorkerRecord> workers)
+    private (long Id, int Length, bool Matches) Match(ReadOnlySpan<byte> entry, int? type, byte[]? tag, string? worker, IReadOnlyDictionary<string, WorkerRecord> workers)
     {
         var id = BinaryPrimitives.ReadInt64LittleEndian(entry[IdAt..]);
         var length = BinaryPrimitives.ReadInt32LittleEndian(entry[LengthAt..]);
@@ -256,13 +257,16 @@ internal sealed class TerminatedLog
             return (id, length, false);
         }
 
-        if (tag is { } wanted)
+        if (tag is not null)
         {
             var count = BinaryPrimitives.ReadUInt16LittleEndian(entry[TagCountAt..]);
             var found = false;
+            var at = TagsAt;
             for (var i = 0; i < count && !found; i++)
             {
-                found = BinaryPrimitives.ReadInt32LittleEndian(entry[(TagsAt + (4 * i))..]) == wanted;
+                var tagLength = BinaryPrimitives.ReadInt32LittleEndian(entry[at..]);
+                found = entry.Slice(at + 4, tagLength).SequenceEqual(tag);
+                at += 4 + tagLength;
             }
 
             if (!found)
@@ -310,7 +314,7 @@ internal sealed class TerminatedLog
         var tags = new string[reader.UShort()];
         for (var i = 0; i < tags.Length; i++)
         {
-            tags[i] = _strings[reader.Int()];
+            tags[i] = reader.String()!;
         }
 
         var createdAt = reader.Time();
@@ -373,7 +377,13 @@ internal sealed class TerminatedLog
 
     private static int EncodedLength(TaskRecord task)
     {
-        var length = FixedLength + (4 * task.Tags.Count) + (task.Result?.Length ?? 0) + StringLength(task.Error) + StringLength(task.Reason);
+        var length = FixedLength + (task.Result?.Length ?? 0) + StringLength(task.Error) + StringLength(task.Reason);
+        var tags = task.Tags;
+        for (var i = 0; i < tags.Count; i++)
+        {
+            length += StringLength(tags[i]);
+        }
+
         var history = task.History;
         for (var i = 0; i < history.Count; i++)
         {

@@ -147,6 +147,39 @@ public class TaskQueriesTests
     }
 
     [Fact]
+    public void Page_TerminatedAndLiveTasks_EveryFilterAgreesWithTheWholeTable()
+    {
+        // Terminated tasks are matched on their log entries, live ones on their records: both must
+        // give what filtering every record (decoded) gives.
+        var h = Table();
+        foreach (var id in new long[] { 2, 6, 12 })
+        {
+            h.Report("id-a", id, WorkerReport.Accepted);
+            h.Report("id-a", id, WorkerReport.Finished);
+        }
+
+        h.Control(3, ControlVerb.Kill);
+        h.Control(5, ControlVerb.Kill);
+        TaskFilter[] filters =
+        [
+            new(), new(State: TaskState.Terminated), new(State: TaskState.Submit), new(Type: "sync"), new(Type: "async"),
+            new(Tag: "big"), new(Tag: "small"), new(Worker: "alpha"), new(Worker: "id-a"),
+            new(State: TaskState.Terminated, Type: "sync", Tag: "computer:daint", Worker: "alpha"),
+        ];
+
+        foreach (var filter in filters)
+        {
+            var expected = h.State.Tasks.Values.Where(t => filter.Matches(t, h.State.Workers)).Select(t => t.Id).Order().ToList();
+            var (page, matched) = h.State.Page(filter, 0, 100);
+            Assert.Equal(expected, page.Select(t => t.Id));
+            Assert.Equal(expected.Count, matched);
+        }
+
+        Assert.Equal(5, h.State.Page(new TaskFilter(State: TaskState.Terminated), 0, 100).Matched);
+        Assert.Equal([3L, 6, 12], h.State.Page(new TaskFilter(State: TaskState.Terminated, Tag: "big"), 0, 100).Page.Select(t => t.Id));
+    }
+
+    [Fact]
     public void Count_ByState_MatchesTheTable()
     {
         var h = Table();

@@ -190,7 +190,7 @@ public class TerminatedLogTests
 
         log.RemoveOldest();
 
-        // A tag of the same name is not a type: only types are counted.
+        // A tag named like a type is not counted as one.
         Assert.Equal([("a", 1), ("b", 1)], log.CountsByType().OrderBy(c => c.Type));
     }
 
