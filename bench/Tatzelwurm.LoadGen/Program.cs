@@ -124,14 +124,15 @@ compare.SetAction(async (parse, cancellationToken) =>
 var queued = new Option<int>("--queued") { DefaultValueFactory = _ => 1_000_000 };
 var baseline = new Option<int>("--baseline") { DefaultValueFactory = _ => 1_000 };
 var scaleTasks = new Option<int>("--tasks") { DefaultValueFactory = _ => 100_000, Description = "completions measured in each throughput run (20,000 gave ratios from 0.57 to 0.83 for one build)" };
+var keptTasks = new Option<int>("--kept-tasks") { DefaultValueFactory = _ => 400_000, Description = "completions measured in each kept-depth run (100,000 is a window of about 2 s: ratios from 0.67 to 1.02 for one build)" };
 var scaleQueued = new Command("scale-queued", "a million queued tasks: memory, restart recovery, throughput vs 1,000 queued")
 {
-    queued, baseline, scaleTasks, coordinator, store, coordinatorArgs, fsyncs, json,
+    queued, baseline, scaleTasks, keptTasks, coordinator, store, coordinatorArgs, fsyncs, json,
 };
 scaleQueued.SetAction(async (parse, cancellationToken) =>
 {
     var result = await Scale.QueuedAsync(parse.GetValue(coordinator) ?? CoordinatorProcess.DefaultDll(), parse.GetValue(store), parse.GetValue(coordinatorArgs) ?? [],
-        parse.GetValue(queued), parse.GetValue(baseline), parse.GetValue(scaleTasks), parse.GetValue(fsyncs), cancellationToken);
+        parse.GetValue(queued), parse.GetValue(baseline), parse.GetValue(scaleTasks), parse.GetValue(keptTasks), parse.GetValue(fsyncs), cancellationToken);
     AnsiConsole.MarkupLine($"throughput with {result.Queued:N0} queued ÷ with {parse.GetValue(baseline):N0} queued = [bold]{Report.Num(result.ThroughputRatio, "0.00")}[/]"
         + $"; all tasks the workers finished in the same windows: {Report.Num(result.FinishedRatio, "0.00")}");
     AnsiConsole.MarkupLine($"assignment throughput with {result.Queued:N0} kept queued ÷ with {parse.GetValue(baseline):N0} kept queued = [bold]{Report.Num(result.KeptRatio, "0.00")}[/]");

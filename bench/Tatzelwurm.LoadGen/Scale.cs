@@ -34,9 +34,9 @@ public static class Scale
     /// restart until it answers a request, with the number of tasks it recovered. Then measures
     /// assignment throughput proper on the restarted coordinator and on a fresh one: the queue kept at
     /// <paramref name="queued"/> and at <paramref name="baseline"/> (<see cref="Workload.KeepQueued"/>),
-    /// the time to the first <paramref name="tasks"/> completions.
+    /// the time to the workers' <paramref name="keptTasks"/>-th completion.
     /// </summary>
-    public static async Task<QueuedResult> QueuedAsync(string dll, string? store, IReadOnlyList<string> args, int queued, int baseline, int tasks, bool fsyncs, CancellationToken cancellationToken)
+    public static async Task<QueuedResult> QueuedAsync(string dll, string? store, IReadOnlyList<string> args, int queued, int baseline, int tasks, int keptTasks, bool fsyncs, CancellationToken cancellationToken)
     {
         var dataDirectory = Path.Combine(Path.GetTempPath(), $"tw-scale-{Environment.ProcessId}-{Guid.NewGuid():N}");
         try
@@ -101,7 +101,7 @@ public static class Scale
 
             // Assignment throughput proper: the same queue depth all through the window, refilled as the
             // workers finish, so neither run waits for its submitter.
-            Workload Kept(int depth) => workload with { Name = $"kept-{depth}", Prefill = depth, KeepQueued = depth };
+            Workload Kept(int depth) => workload with { Name = $"kept-{depth}", Tasks = keptTasks, Prefill = depth, KeepQueued = depth };
         }
         finally
         {
