@@ -7,17 +7,18 @@ namespace Tatzelwurm.Core;
 /// The terminated tasks kept for the retention period, encoded as bytes in large chunks instead of a
 /// <see cref="TaskRecord"/> (and its history and result arrays) per task. Terminated tasks are most
 /// of a busy coordinator's table, and as objects every background GC marks them all, again and
-/// again, until they are purged: a restarted coordinator holding 900,000 of them assigned 0.69× as
-/// fast with a million queued as with a thousand, and 0.87× without them (docs/benchmarks.md).
-/// Here they cost the GC nothing: the chunks and the id index hold no references.
+/// again, until they are purged: a restarted coordinator holding 900,000 of them assigned 0.62–0.81×
+/// as fast with a million queued as with a thousand, 0.81–1.18× with this log (docs/benchmarks.md,
+/// "Scale"). Here they cost the GC nothing: the chunks and the id index hold no references.
 /// <para>
 /// Entries are appended in termination order, which is also the retention order, so purging takes
 /// them from the head and frees whole chunks. A record is decoded again only when it is asked for
 /// (show, wait, a page of a listing); filters read the entry's header without decoding it.
 /// </para>
 /// Written by hand because no serializer lays records out this way: a fixed header the filters read
-/// in place, strings that repeat (types, worker ids) as indices into a pool, and no objects. Tags are
-/// written out in UTF-8: they may be unique per task, and a pool never forgets a string.
+/// in place, strings that repeat (types, worker ids) as indices into a pool, and no objects. The pool
+/// never forgets a string, which suits types and worker ids (a few dozen in practice); tags are
+/// written out in UTF-8, since they may be unique per task.
 /// </summary>
 internal sealed class TerminatedLog
 {
@@ -29,12 +30,11 @@ internal sealed class TerminatedLog
     // Header offsets, read in place by the filters and the purge.
     private const int LengthAt = 0;
     private const int IdAt = 4;
-    private const int UpdatedTicksAt = 12;
-    private const int UpdatedOffsetAt = 20;
+    private const int UpdatedAt = 12;
     private const int TypeAt = 22;
     private const int WorkerAt = 26;
     private const int TagCountAt = 30;
-    private const int TagsAt = 32;
+    private const int TagsAt = 34;
 
     // Chunks from the head (the oldest entry) to the tail; _used[i] is how much of chunk i is written.
     private readonly List<byte[]> _chunks = [];
@@ -79,7 +79,7 @@ internal sealed class TerminatedLog
         writer.Int(type);
         writer.Int(task.WorkerId is null ? NoString : Intern(task.WorkerId));
         var tags = task.Tags;
-        writer.UShort(checked((ushort)tags.Count));
+        writer.Int(tags.Count);
         for (var i = 0; i < tags.Count; i++)
         {
             writer.String(tags[i]);
@@ -142,7 +142,7 @@ internal sealed class TerminatedLog
 
         var entry = _chunks[_head].AsSpan(_headOffset);
         id = BinaryPrimitives.ReadInt64LittleEndian(entry[IdAt..]);
-        at = ReadTime(entry[UpdatedTicksAt..]);
+        at = ReadTime(entry[UpdatedAt..]);
         return true;
     }
 
@@ -243,6 +243,14 @@ internal sealed class TerminatedLog
             return tail;
         }
 
+        // An empty tail is the head emptied by RemoveOldest: replaced, not followed, or the head would
+        // stay on it and the purge would read its old entries again.
+        if (tail >= _head && _used[tail] == 0)
+        {
+            _chunks[tail] = new byte[Math.Max(ChunkSize, length)];
+            return tail;
+        }
+
         _chunks.Add(new byte[Math.Max(ChunkSize, length)]);
         _used.Add(0);
         return _chunks.Count - 1;
@@ -259,7 +267,7 @@ internal sealed class TerminatedLog
 
         if (tag is not null)
         {
-            var count = BinaryPrimitives.ReadUInt16LittleEndian(entry[TagCountAt..]);
+            var count = BinaryPrimitives.ReadInt32LittleEndian(entry[TagCountAt..]);
             var found = false;
             var at = TagsAt;
             for (var i = 0; i < count && !found; i++)
@@ -311,7 +319,7 @@ internal sealed class TerminatedLog
         var updatedAt = reader.Time();
         var type = _strings[reader.Int()];
         var worker = reader.Int();
-        var tags = new string[reader.UShort()];
+        var tags = new string[reader.Int()];
         for (var i = 0; i < tags.Length; i++)
         {
             tags[i] = reader.String()!;
@@ -405,12 +413,6 @@ internal sealed class TerminatedLog
             _span = _span[1..];
         }
 
-        public void UShort(ushort value)
-        {
-            BinaryPrimitives.WriteUInt16LittleEndian(_span, value);
-            _span = _span[2..];
-        }
-
         public void Int(int value)
         {
             BinaryPrimitives.WriteInt32LittleEndian(_span, value);
@@ -459,13 +461,6 @@ internal sealed class TerminatedLog
         {
             var value = _span[0];
             _span = _span[1..];
-            return value;
-        }
-
-        public ushort UShort()
-        {
-            var value = BinaryPrimitives.ReadUInt16LittleEndian(_span);
-            _span = _span[2..];
             return value;
         }
 

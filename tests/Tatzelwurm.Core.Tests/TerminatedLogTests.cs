@@ -157,6 +157,75 @@ public class TerminatedLogTests
     }
 
     [Fact]
+    public void Append_LargeEntryAfterEverythingWasRemoved_OldestIsTheNewEntry()
+    {
+        // The emptied head chunk is too small for the next entry: the log must not keep reading it.
+        var log = new TerminatedLog();
+        log.Append(Bare(1, type: "old"));
+        log.RemoveOldest();
+
+        log.Append(Bare(2) with { Result = new byte[100_000] });
+
+        Assert.True(log.TryPeekOldest(out _, out var oldest));
+        Assert.Equal(2, oldest);
+        Assert.Equal([("t", 1)], log.CountsByType());
+        log.RemoveOldest();
+        Assert.Equal(0, log.Count);
+        Assert.False(log.TryPeekOldest(out _, out _));
+        Assert.Empty(log.CountsByType());
+    }
+
+    [Fact]
+    public void AppendAndRemoveInterleaved_ManyChunks_FifoAndEveryKeptEntryReadable()
+    {
+        // Appends and removals take turns, with results that sometimes need a chunk of their own, so
+        // the head catches up with the tail, chunks are dropped and compacted while others are written.
+        var log = new TerminatedLog();
+        var kept = new Queue<long>();
+        var next = 1L;
+        for (var round = 0; round < 400; round++)
+        {
+            for (var i = 0; i < 150 + (round % 7 * 40); i++, next++)
+            {
+                var result = next % 997 == 0 ? new byte[70_000 + (int)(next % 5)] : new byte[(int)(next % 40)];
+                log.Append(Bare(next, at: T0.AddTicks(next)) with { Result = result, Reason = $"r{next}" });
+                kept.Enqueue(next);
+            }
+
+            for (var i = 0; i < 150 + ((round + 3) % 7 * 40) && kept.Count > 0; i++)
+            {
+                Assert.True(log.TryPeekOldest(out var at, out var id));
+                Assert.Equal((T0.AddTicks(kept.Peek()), kept.Dequeue()), (at, id));
+                log.RemoveOldest();
+            }
+
+            foreach (var id in new[] { kept.FirstOrDefault(), kept.LastOrDefault() }.Where(id => id > 0))
+            {
+                Assert.True(log.TryGet(id, out var task));
+                Assert.Equal(($"r{id}", (int)(id % 997 == 0 ? 70_000 + (id % 5) : id % 40)), (task.Reason, task.Result!.Length));
+            }
+
+            Assert.Equal(kept.Count, log.Count);
+        }
+
+        Assert.Equal(kept, log.Records().Select(t => t.Id));
+    }
+
+    [Fact]
+    public void TryGet_EmptyValues_StayEmptyNotNull()
+    {
+        var log = new TerminatedLog();
+        var task = Bare(5, tags: [""]) with { Result = [], Error = "", Reason = "", ExitCode = 0 };
+
+        log.Append(task);
+
+        Assert.True(log.TryGet(5, out var back));
+        AssertSame(task, back);
+        Assert.Equal((0, "", "", 0), (back.Result!.Length, back.Error, back.Reason, back.ExitCode));
+        Assert.Equal([""], back.Tags);
+    }
+
+    [Fact]
     public void Matching_TypeTagWorkerAndState_ReadFromTheEntries()
     {
         var log = new TerminatedLog();
@@ -212,6 +281,27 @@ public class TerminatedLogTests
         Assert.Equal([TaskState.Ready, TaskState.Submit, TaskState.Run, TaskState.Terminated], h[id].History.Select(t => t.State));
         Assert.Equal(1, h.State.CountsByType()["t"][(int)TaskState.Terminated]);
         Assert.NotNull(h.State.Control(id, ControlVerb.Kill, h.Now));
+    }
+
+    [Fact]
+    public void State_PurgedThenALargeResult_PurgesNothingTwiceAndKeepsTheCount()
+    {
+        var h = new Harness(CoordinatorOptions.Default with { Retention = TimeSpan.FromHours(1) });
+        h.Register("w1");
+        var first = h.Running("w1");
+        h.Report("w1", first, WorkerReport.Finished);
+        h.Now += TimeSpan.FromHours(1);
+        Assert.Equal(1, h.State.Purge(h.Now));
+        h.State.TakeBatch();
+
+        var second = h.Running("w1");
+        h.Report("w1", second, WorkerReport.Finished, result: new byte[100_000]);
+
+        Assert.Equal(0, h.State.Purge(h.Now));
+        Assert.Equal(1, h.State.Count(TaskState.Terminated));
+        Assert.True(h.State.Terminated.TryPeekOldest(out var at, out var oldest));
+        Assert.Equal((h.Now, second), (at, oldest));
+        Assert.DoesNotContain(h.State.TakeBatch().Upserts, u => u.Task.Id == first);
     }
 
     private static void AssertSame(TaskRecord expected, TaskRecord actual)
