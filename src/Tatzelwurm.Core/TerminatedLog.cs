@@ -7,9 +7,10 @@ namespace Tatzelwurm.Core;
 /// The terminated tasks kept for the retention period, encoded as bytes in large chunks instead of a
 /// <see cref="TaskRecord"/> (and its history and result arrays) per task. Terminated tasks are most
 /// of a busy coordinator's table, and as objects every background GC marks them all, again and
-/// again, until they are purged: a restarted coordinator holding 900,000 of them assigned 0.62–0.81×
-/// as fast with a million queued as with a thousand, 0.81–1.18× with this log (docs/benchmarks.md,
-/// "Scale"). Here they cost the GC nothing: the chunks and the id index hold no references.
+/// again, until they are purged: a restarted coordinator holding 900,000 of them assigned 0.72× as
+/// fast with a million queued as with a thousand, 0.82× with this log (medians of three alternating
+/// runs, docs/benchmarks.md "Scale"). Here they cost the GC nothing: the chunks and the id index hold
+/// no references.
 /// <para>
 /// Entries are appended in termination order, which is also the retention order, so purging takes
 /// them from the head and frees whole chunks. A record is decoded again only when it is asked for
