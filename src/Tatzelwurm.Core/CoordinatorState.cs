@@ -159,8 +159,8 @@ public sealed class CoordinatorState
         // retention queue is in termination order (the same order a stable sort by "terminated at, else
         // the beginning of time" gives, without sorting the whole snapshot). Nothing loaded is a change
         // to persist or report, so Put does not record it (a million dirty entries and change records
-        // would only be cleared again). Put drops the payload bytes of terminated tasks here too: a
-        // store may hand them back full.
+        // would only be cleared again). The terminated log keeps no payload bytes of terminated tasks
+        // here either: a store may hand them back full.
         _tasks.EnsureCapacity(snapshot.Tasks.Count(t => t.State != TaskState.Terminated));
         var terminated = new List<TaskRecord>();
         _loading = true;

@@ -153,7 +153,7 @@ internal sealed class TerminatedLog
         var entry = _chunks[_head].AsSpan(_headOffset);
         _index.Remove(BinaryPrimitives.ReadInt64LittleEndian(entry[IdAt..]));
         _countByType[BinaryPrimitives.ReadInt32LittleEndian(entry[TypeAt..])]--;
-        _headOffset += BinaryPrimitives.ReadInt32LittleEndian(entry);
+        _headOffset += BinaryPrimitives.ReadInt32LittleEndian(entry[LengthAt..]);
         if (_headOffset < _used[_head])
         {
             return;
@@ -189,17 +189,11 @@ internal sealed class TerminatedLog
         // A type the pool has never seen matches nothing.
         var type = IndexOrMissing(filter.Type);
         var tag = filter.Tag is null ? null : Encoding.UTF8.GetBytes(filter.Tag);
-        for (var c = _head; c < _chunks.Count; c++)
+        foreach (var (chunk, offset) in Positions())
         {
-            for (var offset = c == _head ? _headOffset : 0; offset < _used[c];)
+            if (Matches(_chunks[chunk].AsSpan(offset), type, tag, filter.Worker, workers))
             {
-                var (id, length, matches) = Match(_chunks[c].AsSpan(offset), type, tag, filter.Worker, workers);
-                if (matches)
-                {
-                    yield return id;
-                }
-
-                offset += length;
+                yield return BinaryPrimitives.ReadInt64LittleEndian(_chunks[chunk].AsSpan(offset + IdAt));
             }
         }
     }
@@ -217,20 +211,21 @@ internal sealed class TerminatedLog
     }
 
     /// <summary>Every entry, decoded, oldest first.</summary>
-    public IEnumerable<TaskRecord> Records()
+    public IEnumerable<TaskRecord> Records() => Positions().Select(p => Decode(_chunks[p.Chunk].AsSpan(p.Offset)));
+
+    public IEnumerable<long> Ids => _index.Keys;
+
+    // Where each entry starts, oldest first. Positions, not spans: an iterator cannot yield a span.
+    private IEnumerable<(int Chunk, int Offset)> Positions()
     {
         for (var c = _head; c < _chunks.Count; c++)
         {
-            for (var offset = c == _head ? _headOffset : 0; offset < _used[c];)
+            for (var offset = c == _head ? _headOffset : 0; offset < _used[c]; offset += BinaryPrimitives.ReadInt32LittleEndian(_chunks[c].AsSpan(offset + LengthAt)))
             {
-                var record = Decode(_chunks[c].AsSpan(offset));
-                offset += BinaryPrimitives.ReadInt32LittleEndian(_chunks[c].AsSpan(offset));
-                yield return record;
+                yield return (c, offset);
             }
         }
     }
-
-    public IEnumerable<long> Ids => _index.Keys;
 
     private ReadOnlySpan<byte> Entry(long position) =>
         _chunks[(int)((position >> 32) - _firstChunk)].AsSpan((int)(uint)position);
@@ -257,13 +252,11 @@ internal sealed class TerminatedLog
         return _chunks.Count - 1;
     }
 
-    private (long Id, int Length, bool Matches) Match(ReadOnlySpan<byte> entry, int? type, byte[]? tag, string? worker, IReadOnlyDictionary<string, WorkerRecord> workers)
+    private bool Matches(ReadOnlySpan<byte> entry, int? type, byte[]? tag, string? worker, IReadOnlyDictionary<string, WorkerRecord> workers)
     {
-        var id = BinaryPrimitives.ReadInt64LittleEndian(entry[IdAt..]);
-        var length = BinaryPrimitives.ReadInt32LittleEndian(entry[LengthAt..]);
         if (type is { } t && BinaryPrimitives.ReadInt32LittleEndian(entry[TypeAt..]) != t)
         {
-            return (id, length, false);
+            return false;
         }
 
         if (tag is not null)
@@ -280,7 +273,7 @@ internal sealed class TerminatedLog
 
             if (!found)
             {
-                return (id, length, false);
+                return false;
             }
         }
 
@@ -290,11 +283,11 @@ internal sealed class TerminatedLog
             var workerId = w == NoString ? null : _strings[w];
             if (workerId is null || (workerId != worker && workers.GetValueOrDefault(workerId)?.Name != worker))
             {
-                return (id, length, false);
+                return false;
             }
         }
 
-        return (id, length, true);
+        return true;
     }
 
     // null: the filter does not constrain this field; -2: it names a string no entry has.

@@ -14,8 +14,8 @@ namespace Tatzelwurm.Storage;
 internal static class SqliteRecovery
 {
     // Both tables are keyed by id and read in that order: each task_state lookup lands next to the
-    // previous one. LEFT JOIN so a task without its state row is reported, not skipped. The task
-    // table keeps no payload bytes of terminated tasks (CoordinatorState.Put), so their blob is not
+    // previous one. LEFT JOIN so a task without its state row is reported, not skipped. The
+    // coordinator keeps no payload bytes of terminated tasks (its terminated log), so their blob is not
     // copied out, only its length (SQLite answers length() from the record header, without reading a
     // large blob's overflow pages).
     // States are stored as their enum values (Writer binds (int)t.State).
