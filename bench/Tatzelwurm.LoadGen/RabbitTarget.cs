@@ -204,32 +204,17 @@ public sealed class RabbitTarget(string host, int port, int serverPid) : ITarget
             await channel.BasicConsumeAsync(replyTo, autoAck: true, consumer, cancellationToken);
         }
 
-        using var window = new SemaphoreSlim(_workload.Window);
-        var inFlight = new List<Task>();
-        for (var seq = index; seq < _workload.Tasks; seq += _workload.Submitters)
-        {
-            await window.WaitAsync(cancellationToken);
-            inFlight.Add(OneAsync(seq));
-        }
-
-        await Task.WhenAll(inFlight);
+        await _workload.LanesAsync(index, OneAsync);
 
         async Task OneAsync(int seq)
         {
-            try
+            var reply = replyTo is null ? null : replies[seq] = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            _timeline.Sent[seq] = Timeline.Now;
+            await channel.BasicPublishAsync("", Queue, false, Properties(_workload, seq, replyTo), _workload.Payload(seq), cancellationToken);
+            _timeline.MarkAcked(seq);
+            if (reply is not null)
             {
-                var reply = replyTo is null ? null : replies[seq] = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-                _timeline.Sent[seq] = Timeline.Now;
-                await channel.BasicPublishAsync("", Queue, false, Properties(_workload, seq, replyTo), _workload.Payload(seq), cancellationToken);
-                _timeline.MarkAcked(seq);
-                if (reply is not null)
-                {
-                    await reply.Task.WaitAsync(cancellationToken);
-                }
-            }
-            finally
-            {
-                window.Release();
+                await reply.Task.WaitAsync(cancellationToken);
             }
         }
     }

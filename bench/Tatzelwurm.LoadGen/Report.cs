@@ -43,7 +43,8 @@ public static class Report
             + $" · server CPU {Num(r.ServerCpuSeconds, "0.00")} s"
             + (r.ServerJitCpuSeconds is { } jit ? $" (JIT {Num(jit, "0.00")} s)" : "") + " · "
             + $"server peak RSS {MiB(r.ServerPeakRssBytes)} MiB · fsyncs {(r.ServerFsyncs?.ToString(CultureInfo.InvariantCulture) ?? "n/a")} · "
-            + $"written {MiB(r.ServerWriteBytes)} MiB · load generator CPU {Num(r.ClientCpuSeconds, "0.00")} s");
+            + $"written {MiB(r.ServerWriteBytes)} MiB · load generator CPU {Num(r.ClientCpuSeconds, "0.00")} s, "
+            + $"allocated {Num(r.ClientAllocatedBytes / (double)Math.Max(1, r.Completions), "0")} B per task");
     }
 
     /// <summary>The figures compared between targets: name, value, whether higher is better.</summary>

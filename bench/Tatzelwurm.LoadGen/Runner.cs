@@ -23,6 +23,7 @@ public static class Runner
         var threadsBefore = server.CpuByThreadName();
         await using var meter = new ProcessMeter(server);
         var clientCpu = Process.GetCurrentProcess().TotalProcessorTime;
+        var clientAllocated = GC.GetTotalAllocatedBytes();
         // Every task the workers finish in the window counts, prefilled ones too: with a backlog they
         // finish more than the N measured tasks while the submitter adds those.
         var completedBefore = timeline.CompletedCount;
@@ -66,6 +67,7 @@ public static class Runner
         await meter.StopAsync();
         var fsyncCount = fsyncs is null ? null : await fsyncs.StopAsync();
         clientCpu = Process.GetCurrentProcess().TotalProcessorTime - clientCpu;
+        clientAllocated = GC.GetTotalAllocatedBytes() - clientAllocated;
         await submit;
 
         var result = new RunResult
@@ -81,6 +83,7 @@ public static class Runner
             ServerFsyncs = fsyncCount,
             ServerWriteBytes = meter.WriteBytes,
             ClientCpuSeconds = clientCpu.TotalSeconds,
+            ClientAllocatedBytes = clientAllocated,
             Store = target.Store,
             ServerCpuByThread = threadsAfter
                 .Select(kv => (kv.Key, Seconds: kv.Value - threadsBefore.GetValueOrDefault(kv.Key)))

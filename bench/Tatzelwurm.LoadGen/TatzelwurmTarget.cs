@@ -317,38 +317,23 @@ public sealed class TatzelwurmTarget(string dll, string? store, IReadOnlyList<st
     private async Task SubmitterAsync(int index, CancellationToken cancellationToken)
     {
         await using var client = await TatzelwurmClient.ConnectAsync(Connection with { ClientName = "loadgen-submitter" }, cancellationToken);
-        using var window = new SemaphoreSlim(_workload.Window);
-        var inFlight = new List<Task>();
-        for (var seq = index; seq < _workload.Tasks; seq += _workload.Submitters)
-        {
-            await window.WaitAsync(cancellationToken);
-            inFlight.Add(OneAsync(seq));
-        }
-
-        await Task.WhenAll(inFlight);
+        await _workload.LanesAsync(index, OneAsync);
 
         async Task OneAsync(int seq)
         {
-            try
+            var payload = _workload.Payload(seq);
+            _timeline.Sent[seq] = Timeline.Now;
+            var id = await client.AddAsync(payload, TaskType, _workload.PriorityOf(seq), _workload.TagsOf(seq), cancellationToken: cancellationToken);
+            _timeline.MarkAcked(seq);
+            if (_workload.WaitResults)
             {
-                var payload = _workload.Payload(seq);
-                _timeline.Sent[seq] = Timeline.Now;
-                var id = await client.AddAsync(payload, TaskType, _workload.PriorityOf(seq), _workload.TagsOf(seq), cancellationToken: cancellationToken);
-                _timeline.MarkAcked(seq);
-                if (_workload.WaitResults)
+                var result = await client.WaitAsync(id, cancellationToken: cancellationToken);
+                if (!result.Completed)
                 {
-                    var result = await client.WaitAsync(id, cancellationToken: cancellationToken);
-                    if (!result.Completed)
-                    {
-                        throw new InvalidOperationException($"task {id} ended with exit code {result.ExitCode}: {result.Error}");
-                    }
-
-                    _timeline.MarkResult(seq);
+                    throw new InvalidOperationException($"task {id} ended with exit code {result.ExitCode}: {result.Error}");
                 }
-            }
-            finally
-            {
-                window.Release();
+
+                _timeline.MarkResult(seq);
             }
         }
     }

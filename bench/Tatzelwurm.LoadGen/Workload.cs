@@ -83,6 +83,27 @@ public sealed record Workload
     public int PriorityOf(int seq) => PriorityBoost + (Priorities <= 1 ? 0 : (int)((uint)(seq * 2654435761u) % (uint)Priorities));
 
     public IReadOnlyList<string> TagsOf(int seq) => Tags <= 0 ? [] : [$"t{seq % Tags}"];
+
+    /// <summary>
+    /// Submitter <paramref name="index"/>'s share of the tasks (every <see cref="Submitters"/>-th
+    /// sequence number from its index), <see cref="Window"/> at a time: that many lanes, each sending
+    /// its next task as soon as its previous one is done. A lane needs no semaphore or wake-up to
+    /// start the next task, so the harness adds as little as it can to what it measures, the same for
+    /// every target.
+    /// </summary>
+    public Task LanesAsync(int index, Func<int, Task> one)
+    {
+        var next = index - Submitters;
+        return Task.WhenAll(Enumerable.Range(0, Math.Max(1, Window)).Select(_ => LaneAsync()));
+
+        async Task LaneAsync()
+        {
+            for (var seq = Interlocked.Add(ref next, Submitters); seq < Tasks; seq = Interlocked.Add(ref next, Submitters))
+            {
+                await one(seq);
+            }
+        }
+    }
 }
 
 /// <summary>Per-task timestamps (Stopwatch ticks, one clock: submitters and workers share the process).</summary>
@@ -198,6 +219,9 @@ public sealed record RunResult
     public long? ServerFsyncs { get; init; }
     public long ServerWriteBytes { get; init; }
     public double ClientCpuSeconds { get; init; }
+
+    /// <summary>Bytes the load generator allocated in the window (its clients' garbage, a driver of their CPU).</summary>
+    public long ClientAllocatedBytes { get; init; }
     public string Store { get; init; } = "";
     public Dictionary<string, double>? ServerCpuByThread { get; init; }
 
