@@ -33,52 +33,74 @@ public delegate Task<TaskOutcomeReport> TaskHandler(AssignedTask task, TaskContr
 public sealed class TaskControl
 #pragma warning restore CA1001
 {
-    private readonly CancellationTokenSource _kill = new();
-    private readonly ManualResetEventSlim _running = new(initialState: true);
-    private TaskCompletionSource _resumed = NewResumed(completed: true);
+    // Made on first use: most tasks are never paused or killed, and a busy worker starts thousands a
+    // second. Pause, play and kill come from the worker's one push loop; the handler only reads.
+    private CancellationTokenSource? _kill;
+    private ManualResetEventSlim? _running;
+    private TaskCompletionSource? _resumed;
 
     /// <summary>Cancelled when the coordinator kills (or drops) the task.</summary>
-    public CancellationToken Killed => _kill.Token;
+    public CancellationToken Killed => KillSource.Token;
 
     /// <summary>True while the task is paused.</summary>
-    public bool IsPaused => !_running.IsSet;
+    public bool IsPaused => Volatile.Read(ref _running) is { IsSet: false };
+
+    internal bool IsKilled => Volatile.Read(ref _kill) is { IsCancellationRequested: true };
+
+    private CancellationTokenSource KillSource
+    {
+        get
+        {
+            var kill = Volatile.Read(ref _kill);
+            if (kill is null)
+            {
+                var made = new CancellationTokenSource();
+                kill = Interlocked.CompareExchange(ref _kill, made, null) ?? made;
+            }
+
+            return kill;
+        }
+    }
 
     /// <summary>Completes at once while running; while paused, when played (or throws when killed).</summary>
-    public Task WaitWhilePausedAsync() => Volatile.Read(ref _resumed).Task.WaitAsync(_kill.Token);
+    public Task WaitWhilePausedAsync() => Volatile.Read(ref _resumed) is { } resumed ? resumed.Task.WaitAsync(Killed) : Task.CompletedTask;
 
     /// <summary>Blocks the calling thread while paused; throws <see cref="OperationCanceledException"/> when killed.</summary>
-    public void WaitWhilePaused() => _running.Wait(_kill.Token);
+    public void WaitWhilePaused()
+    {
+        if (Volatile.Read(ref _running) is { } running)
+        {
+            running.Wait(Killed);
+        }
+        else if (IsKilled)
+        {
+            throw new OperationCanceledException(Killed);
+        }
+    }
 
     internal void Pause()
     {
-        if (_running.IsSet)
+        if (!IsPaused)
         {
-            Volatile.Write(ref _resumed, NewResumed(completed: false));
-            _running.Reset();
+            Volatile.Write(ref _resumed, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
+            if (_running is null)
+            {
+                Volatile.Write(ref _running, new ManualResetEventSlim(initialState: false));
+            }
+            else
+            {
+                _running.Reset();
+            }
         }
     }
 
     internal void Resume()
     {
-        _running.Set();
-        Volatile.Read(ref _resumed).TrySetResult();
+        _running?.Set();
+        Volatile.Read(ref _resumed)?.TrySetResult();
     }
 
-    internal void Kill()
-    {
-        _kill.Cancel();
-    }
-
-    private static TaskCompletionSource NewResumed(bool completed)
-    {
-        var tcs = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        if (completed)
-        {
-            tcs.SetResult();
-        }
-
-        return tcs;
-    }
+    internal void Kill() => KillSource.Cancel();
 }
 
 /// <summary>Identity and capacity of a worker.</summary>
@@ -385,36 +407,41 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
 
         Interlocked.Increment(ref _running);
         Report(running, TaskUpdateKind.Accepted);
-        _ = Task.Run(async () =>
+        // On the thread pool, so a handler that blocks its thread never holds up the push loop; queued
+        // directly rather than with Task.Run, which would add a closure, a task and its unwrapping
+        // proxy to every task.
+        ThreadPool.QueueUserWorkItem(static state => _ = state.Worker.ExecuteAsync(state.Running), (Worker: this, Running: running), preferLocal: true);
+    }
+
+    private async Task ExecuteAsync(RunningTask running)
+    {
+        // Peak concurrency counts handlers actually executing. A finished task stays in _running
+        // until its Finished report is acknowledged, and the acknowledgement can be processed
+        // after the next assignment that the freed slot allowed, so _running may briefly exceed
+        // the slots without any task running beyond them.
+        var now = Interlocked.Increment(ref _executing);
+        for (var max = Volatile.Read(ref _maxRunning); now > max; max = Volatile.Read(ref _maxRunning))
         {
-            // Peak concurrency counts handlers actually executing. A finished task stays in _running
-            // until its Finished report is acknowledged, and the acknowledgement can be processed
-            // after the next assignment that the freed slot allowed, so _running may briefly exceed
-            // the slots without any task running beyond them.
-            var now = Interlocked.Increment(ref _executing);
-            for (var max = Volatile.Read(ref _maxRunning); now > max; max = Volatile.Read(ref _maxRunning))
-            {
-                Interlocked.CompareExchange(ref _maxRunning, now, max);
-            }
+            Interlocked.CompareExchange(ref _maxRunning, now, max);
+        }
 
-            TaskOutcomeReport outcome;
-            try
-            {
-                outcome = await handler(task, running.Control);
-            }
-            catch (OperationCanceledException) when (running.Control.Killed.IsCancellationRequested)
-            {
-                outcome = new TaskOutcomeReport(-1, null, "killed");
-            }
-            catch (Exception ex)
-            {
-                outcome = TaskOutcomeReport.Failed(1, $"{ex.GetType().Name}: {ex.Message}");
-            }
+        TaskOutcomeReport outcome;
+        try
+        {
+            outcome = await handler(running.Task, running.Control);
+        }
+        catch (OperationCanceledException) when (running.Control.IsKilled)
+        {
+            outcome = new TaskOutcomeReport(-1, null, "killed");
+        }
+        catch (Exception ex)
+        {
+            outcome = TaskOutcomeReport.Failed(1, $"{ex.GetType().Name}: {ex.Message}");
+        }
 
-            // Before the report goes out: once the coordinator has it, it may fill the slot again.
-            Interlocked.Decrement(ref _executing);
-            Finish(running, outcome);
-        });
+        // Before the report goes out: once the coordinator has it, it may fill the slot again.
+        Interlocked.Decrement(ref _executing);
+        Finish(running, outcome);
     }
 
     private void Control(RunningTask running, ControlAction action)

@@ -90,6 +90,45 @@ public class WorkerRunnerTests
         Assert.Equal([1, 2, 3, 4, 3, 5], history);
     }
 
+    [Theory]
+    [InlineData(TaskAction.Play, 0)]
+    [InlineData(TaskAction.Kill, -1)]
+    public async Task Worker_BlockingHandlerPaused_WaitsAtItsCheckpointUntilPlayedOrKilled(TaskAction then, int exitCode)
+    {
+        await using var host = await TestHost.StartAsync();
+        var actioner = await host.ClientAsync();
+        await using var events = await Feed<TaskEvent>.StartAsync(actioner, ct => actioner.WatchAsync(cancellationToken: ct));
+        var control = new TaskCompletionSource<TaskControl>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var checkpoints = 0;
+        using var release = new ManualResetEventSlim();
+        using var atCheckpoint = new ManualResetEventSlim();
+        await using var worker = new RunningWorker(host.Connection(name: "worker"), "w-block", slots: 1, (task, c) =>
+        {
+            // A handler that blocks its thread: the synchronous checkpoint, passed once while running.
+            c.WaitWhilePaused();
+            checkpoints++;
+            control.TrySetResult(c);
+            release.Wait(Ct);
+            atCheckpoint.Set();
+            c.WaitWhilePaused();
+            return Task.FromResult(TaskOutcomeReport.Completed([1]));
+        });
+        var id = await actioner.AddAsync([], "t", cancellationToken: Ct);
+        var running = await control.Task.WaitAsync(PipeClient.Patience, Ct);
+        await events.NextAsync(e => e.TaskId == id && e.State == Running);
+
+        Assert.Equal([id], (await actioner.ControlAsync(TaskAction.Pause, [id], cancellationToken: Ct)).Applied);
+        Assert.Equal(Paused, (await events.NextAsync(e => e.TaskId == id && e.State != Running)).State);
+        Assert.True(running.IsPaused);
+        release.Set();
+        Assert.True(atCheckpoint.Wait(PipeClient.Patience, Ct));
+
+        Assert.Equal([id], (await actioner.ControlAsync(then, [id], cancellationToken: Ct)).Applied);
+        var result = await actioner.WaitAsync(id, cancellationToken: Ct).WaitAsync(PipeClient.Patience, Ct);
+        Assert.Equal((exitCode, 1), (result.ExitCode, checkpoints));
+        Assert.Equal(then == TaskAction.Kill, running.Killed.IsCancellationRequested);
+    }
+
     [Fact]
     public async Task Worker_Kill_HandlerCancelledAndTaskEndsWithMinusOne()
     {
