@@ -4,7 +4,8 @@ using System.Runtime.InteropServices;
 namespace Tatzelwurm.Core;
 
 /// <summary>A task after a change, for watchers and waiters.</summary>
-public sealed record TaskChange(TaskRecord Task, bool StateChanged, bool LayerAdded);
+// A value: one is made for every transition, and the loop takes them all once per flush.
+public readonly record struct TaskChange(TaskRecord Task, bool StateChanged, bool LayerAdded);
 
 public enum WorkerMessageKind
 {

@@ -23,7 +23,17 @@ internal sealed class ReadyQueue(IReadOnlyDictionary<long, TaskRecord> tasks)
         }
     }
 
-    public IEnumerable<KeyValuePair<string, ReadySet>> Types => _byType;
+    /// <summary>The ready sets by type, as a struct whose foreach allocates nothing: Assign walks it once per task it assigns.</summary>
+    public TypeSets Types => new(_byType);
+
+    public readonly struct TypeSets(Dictionary<string, ReadySet> sets) : IEnumerable<KeyValuePair<string, ReadySet>>
+    {
+        public Dictionary<string, ReadySet>.Enumerator GetEnumerator() => sets.GetEnumerator();
+
+        IEnumerator<KeyValuePair<string, ReadySet>> IEnumerable<KeyValuePair<string, ReadySet>>.GetEnumerator() => GetEnumerator();
+
+        System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
+    }
 
     public void Add(TaskRecord task)
     {

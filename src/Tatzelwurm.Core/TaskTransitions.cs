@@ -255,8 +255,16 @@ public static class TaskTransitions
         }
 
         // An array rather than a collection expression typed as the interface, which would wrap the
-        // array in one more object per record.
-        Transition[] history = [.. task.History, new Transition(to, now, reason)];
+        // array in one more object per record; copied by index, as a spread of the interface would
+        // allocate an enumerator on every transition.
+        var before = task.History;
+        var history = new Transition[before.Count + 1];
+        for (var i = 0; i < before.Count; i++)
+        {
+            history[i] = before[i];
+        }
+
+        history[^1] = new Transition(to, now, reason);
         return task with
         {
             State = to,

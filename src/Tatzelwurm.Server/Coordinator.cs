@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using Tatzelwurm.Core;
@@ -596,7 +597,7 @@ public sealed partial class Coordinator : ICoordinatorInbox, IAsyncDisposable
             {
                 case WorkerMessageKind.Assign:
                     var task = message.Task!;
-                    var assign = new AssignTask(task.Id, task.Type, task.Payload.ToArray(), task.Attempts + 1, task.NoReply);
+                    var assign = new AssignTask(task.Id, task.Type, WholeArray(task.Payload), task.Attempts + 1, task.NoReply);
                     if (_sessions.TryGetValue(session, out var state) && state.Batches)
                     {
                         Batch(ref batches, session, assign);
@@ -646,6 +647,13 @@ public sealed partial class Coordinator : ICoordinatorInbox, IAsyncDisposable
         batches[session] = (tasks, size);
         Reply(session, new AssignTasks(tasks), EffectKind.Held);
     }
+
+    // The record's payload is the array the add was decoded into (never written to), so an assignment
+    // sends that array instead of a copy of it for every task handed out.
+    private static byte[] WholeArray(ReadOnlyMemory<byte> payload) =>
+        MemoryMarshal.TryGetArray(payload, out var segment) && segment.Offset == 0 && segment.Count == segment.Array!.Length
+            ? segment.Array
+            : payload.ToArray();
 
     private void Report(TaskChange change)
     {
