@@ -37,18 +37,40 @@ internal sealed class AddCoalescer
 
     public Task<IReadOnlyList<long>> AddAsync(IReadOnlyList<TaskSpec> tasks, CancellationToken cancellationToken)
     {
-        if (cancellationToken.IsCancellationRequested)
+        var call = Enqueue(tasks, cancellationToken);
+        return cancellationToken.CanBeCanceled && !call.Done.Task.IsCompleted ? WaitAsync(call, cancellationToken) : call.Done.Task;
+    }
+
+    /// <summary>One task: the same as <see cref="AddAsync"/>, with one state machine for the wait and the id.</summary>
+    public async Task<long> AddOneAsync(TaskSpec task, CancellationToken cancellationToken)
+    {
+        var call = Enqueue([task], cancellationToken);
+        if (!cancellationToken.CanBeCanceled || call.Done.Task.IsCompleted)
         {
-            return Task.FromCanceled<IReadOnlyList<long>>(cancellationToken);
+            return (await call.Done.Task)[0];
         }
 
+        await using var registration = Cancel(call, cancellationToken);
+        return (await call.Done.Task)[0];
+    }
+
+    // Queues a call, or returns it already failed (cancelled, or the connection closed) without queueing it.
+    private AddCall Enqueue(IReadOnlyList<TaskSpec> tasks, CancellationToken cancellationToken)
+    {
         var call = new AddCall(tasks, EstimateBytes(tasks));
+        if (cancellationToken.IsCancellationRequested)
+        {
+            call.Done.TrySetCanceled(cancellationToken);
+            return call;
+        }
+
         bool schedule;
         lock (_lock)
         {
             if (_closed)
             {
-                return Task.FromException<IReadOnlyList<long>>(_connection.Lost());
+                call.Done.TrySetException(_connection.Lost());
+                return call;
             }
 
             _queue.Enqueue(call);
@@ -68,16 +90,19 @@ internal sealed class AddCoalescer
             }
         }
 
-        return cancellationToken.CanBeCanceled ? WaitAsync(call, cancellationToken) : call.Done.Task;
+        return call;
     }
 
     private static async Task<IReadOnlyList<long>> WaitAsync(AddCall call, CancellationToken cancellationToken)
     {
-        // A call cancelled while queued is skipped by Next, so its tasks are not added. Once its request
-        // is written, cancelling only stops the wait (as for any request): the tasks may still be added.
-        await using var registration = cancellationToken.Register(static (state, token) => ((AddCall)state!).Done.TrySetCanceled(token), call);
+        await using var registration = Cancel(call, cancellationToken);
         return await call.Done.Task;
     }
+
+    // A call cancelled while queued is skipped by Next, so its tasks are not added. Once its request is
+    // written, cancelling only stops the wait (as for any request): the tasks may still be added.
+    private static CancellationTokenRegistration Cancel(AddCall call, CancellationToken cancellationToken) =>
+        cancellationToken.Register(static (state, token) => ((AddCall)state!).Done.TrySetCanceled(token), call);
 
     /// <summary>Runs on the connection's write loop: the next request to write, or null once the queue is empty.</summary>
     private AddTasks? Next()

@@ -34,7 +34,7 @@ internal static class Oversize
         }
 
         // The frame's room for the quote by the same upper bounds that pack report batches (WireSize).
-        var room = (maxFrame - WireSize.Envelope - WireSize.Report(new TaskUpdate(0, 0, TaskUpdateKind.Finished, 0, null, text + Began))) / 3;
+        var room = (maxFrame - WireSize.Envelope - WireSize.Report(new TaskReport(0, TaskUpdateKind.Finished, 0, null, text + Began))) / 3;
         var quoted = (int)Math.Min(Math.Min(room, MaxQuoted), error.Length);
         if (quoted > 0 && char.IsHighSurrogate(error[quoted - 1]))
         {
@@ -48,7 +48,7 @@ internal static class Oversize
     /// Whether a report fits a frame on its own: the cheap bound first, and for a report it refuses, the
     /// same bound with the error text's exact UTF-8 length (the bound counts three bytes per character).
     /// </summary>
-    internal static bool Fits(TaskUpdate update, int maxFrame) =>
-        WireSize.Envelope + WireSize.Report(update) <= maxFrame
-        || WireSize.Envelope + WireSize.Report(update with { Error = null }) + Encoding.UTF8.GetByteCount(update.Error ?? "") <= maxFrame;
+    internal static bool Fits(TaskReport report, int maxFrame) =>
+        WireSize.Envelope + WireSize.Report(report) <= maxFrame
+        || WireSize.Envelope + WireSize.Report(report with { Error = null }) + Encoding.UTF8.GetByteCount(report.Error ?? "") <= maxFrame;
 }

@@ -58,9 +58,9 @@ public sealed class TatzelwurmClient : IAsyncDisposable
         (await _connection.RequestAsync<TasksAdded>(id => new AddTasks(id, tasks!), cancellationToken: cancellationToken)).Ids;
 
     /// <summary>Adds one ready task of <paramref name="type"/>.</summary>
-    public async Task<long> AddAsync(byte[] payload, string type, int priority = 0, IReadOnlyList<string>? tags = null,
+    public Task<long> AddAsync(byte[] payload, string type, int priority = 0, IReadOnlyList<string>? tags = null,
         DeliveryPolicy policy = DeliveryPolicy.Default, bool ready = true, bool noReply = false, CancellationToken cancellationToken = default) =>
-        (await AddAsync([new TaskSpec(payload, type, priority, tags ?? [], policy, ready, noReply)], cancellationToken))[0];
+        _adds.AddOneAsync(new TaskSpec(payload, type, priority, tags ?? [], policy, ready, noReply), cancellationToken);
 
     /// <summary>Plays, pauses or kills tasks (or with <paramref name="all"/> every task the action applies to).</summary>
     public Task<ControlResult> ControlAsync(TaskAction action, IReadOnlyList<long> ids, bool all = false, CancellationToken cancellationToken = default) =>

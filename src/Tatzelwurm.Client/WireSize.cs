@@ -27,7 +27,7 @@ internal static class WireSize
     }
 
     /// <summary>A task report: array header, task id, kind, exit code, plus its result and error.</summary>
-    internal static long Report(TaskUpdate update) => 16 + Binary(update.Result) + String(update.Error);
+    internal static long Report(TaskReport report) => 16 + Binary(report.Result) + String(report.Error);
 
     internal static long String(string? s) => 5 + (3L * (s?.Length ?? 0));
 

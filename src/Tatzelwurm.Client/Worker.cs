@@ -190,9 +190,10 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
     /// A report, the connection it was queued for and, once sent, the reply of the frame it went out in
     /// and its index there: the frame's failures by index (a lone TaskUpdate's reply has none).
     /// </summary>
-    private sealed class PendingReport(TaskUpdate update)
+    private sealed class PendingReport(TaskReport update)
     {
-        public TaskUpdate Update { get; } = update;
+        /// <summary>The report as a <see cref="TaskUpdates"/> frame carries it (a lone TaskUpdate adds a request id).</summary>
+        public TaskReport Update { get; } = update;
         public Task<IReadOnlyDictionary<int, ReportFailure>>? Reply { get; set; }
         public int Index { get; set; }
         public Connection? Via { get; set; }
@@ -489,7 +490,7 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
     {
         lock (running.Gate)
         {
-            running.Unacknowledged.Add(new PendingReport(new TaskUpdate(0, running.Task.Id, kind, exitCode, result, error)));
+            running.Unacknowledged.Add(new PendingReport(new TaskReport(running.Task.Id, kind, exitCode, result, error)));
         }
 
         SendReports(running);
@@ -548,7 +549,7 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
     // reconnect and close it again, for ever, with the task never ending. It becomes a failure that
     // fits and says why: a completed outcome fails with 1 (as a throwing handler does), a failed or
     // killed one keeps its code. Only a Finished carries a result or error text to be too large.
-    private static PendingReport Shrink(TaskUpdate update, int maxFrame) => new(update with
+    private static PendingReport Shrink(TaskReport update, int maxFrame) => new(update with
     {
         ExitCode = update.ExitCode == 0 ? 1 : update.ExitCode,
         Result = null,
@@ -619,8 +620,7 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
             var reports = new TaskReport[batch.Count];
             for (var i = 0; i < batch.Count; i++)
             {
-                var update = batch[i].Report.Update;
-                reports[i] = new TaskReport(update.TaskId, update.Kind, update.ExitCode, update.Result, update.Error);
+                reports[i] = batch[i].Report.Update;
             }
 
             shared = SendBatchAsync(via.Connection, reports);
@@ -668,131 +668,120 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
     }
 
     // A coordinator without TaskUpdates gets one TaskUpdate per report, as before.
-    private static async Task<IReadOnlyDictionary<int, ReportFailure>> SendOneAsync(Connection connection, TaskUpdate update)
+    private static async Task<IReadOnlyDictionary<int, ReportFailure>> SendOneAsync(Connection connection, TaskReport report)
     {
-        await connection.RequestAsync<OkReply>(id => update with { RequestId = id });
+        await connection.RequestAsync<OkReply>(id => new TaskUpdate(id, report.TaskId, report.Kind, report.ExitCode, report.Result, report.Error));
         return NoFailures;
     }
 
-    // Fire and forget: whatever ends the loop, the flag is cleared (unless the loop handed it on), so a
-    // later report of the task starts a new loop instead of waiting behind a dead one.
+    // Fire and forget, one loop per task at a time, taking its acknowledgements in order. It returns
+    // once it has cleared Acknowledging itself (under the gate, together with the check that nothing is
+    // left to wait for, so a report sent meanwhile starts a new loop); whatever else ends it clears the
+    // flag too, so a later report of the task starts a new loop instead of waiting behind a dead one.
+    // One method rather than a wrapper around the loop: a task's reports cost one state machine.
     private async Task AcknowledgeAsync(RunningTask running)
     {
-        var owned = true;
         try
         {
-            owned = await AcknowledgeInOrderAsync(running);
+            while (true)
+            {
+                PendingReport head;
+                Task<IReadOnlyDictionary<int, ReportFailure>> reply;
+                int index;
+                lock (running.Gate)
+                {
+                    if (running.Unacknowledged.Count == 0 || running.Unacknowledged[0].Reply is null)
+                    {
+                        running.Acknowledging = false;
+                        return;
+                    }
+
+                    head = running.Unacknowledged[0];
+                    reply = head.Reply!;
+                    index = head.Index;
+                }
+
+                var update = head.Update;
+                var via = head.Via;
+                try
+                {
+                    if ((await reply).TryGetValue(index, out var failure))
+                    {
+                        throw new TatzelwurmException(failure.Code, failure.Message);
+                    }
+                }
+                catch (TatzelwurmException ex) when (ex.Code is ErrorCode.IllegalTransition or ErrorCode.UnknownTask)
+                {
+                    // The coordinator no longer gives this task to us (killed, re-queued, purged): drop the report.
+                    options.Log?.Invoke($"task {update.TaskId}: {ex.Message}");
+                }
+                catch (TatzelwurmException ex) when (ex.Code == ErrorCode.StoreUnavailable)
+                {
+                    // Not persisted: keep it and send it again shortly, and with it every later report of
+                    // the task. Those were sent behind it and may have been refused only because it was not
+                    // applied yet (the store recovering in between); one that was applied is refused as
+                    // illegal when it comes again, and dropped like any such report.
+                    var pause = Task.Delay(StoreRetryDelay, options.Time);
+                    options.Log?.Invoke($"task {update.TaskId}: {update.Kind} not persisted ({ex.Message}); sending it again shortly");
+                    await pause;
+                    lock (running.Gate)
+                    {
+                        foreach (var pending in running.Unacknowledged)
+                        {
+                            pending.Via = null;
+                            pending.Reply = null;
+                        }
+
+                        running.Acknowledging = false;
+                    }
+
+                    SendReports(running);
+                    return;
+                }
+                catch (TatzelwurmException ex)
+                {
+                    // Any other refusal (Internal, InvalidRequest, ...) was not applied and would only be
+                    // refused again if re-sent: drop it like a refused report, so the task's later reports
+                    // are still acknowledged.
+                    options.Log?.Invoke($"task {update.TaskId}: {update.Kind} not applied ({ex.Code}): {ex.Message}");
+                }
+                catch (ConnectionLostException)
+                {
+                    lock (running.Gate)
+                    {
+                        running.Acknowledging = false;
+                    }
+
+                    // Registration on the next connection sends what is left. If that already happened (the
+                    // report was re-sent while we waited for the lost copy), acknowledge from here.
+                    if (!ReferenceEquals(head.Via, via) || (_link is { } current && !ReferenceEquals(current.Connection, via)))
+                    {
+                        SendReports(running);
+                    }
+
+                    return;
+                }
+
+                lock (running.Gate)
+                {
+                    if (running.Unacknowledged.Count > 0 && ReferenceEquals(running.Unacknowledged[0], head))
+                    {
+                        running.Unacknowledged.RemoveAt(0);
+                    }
+                }
+
+                if (update.Kind == TaskUpdateKind.Finished)
+                {
+                    Release(running);
+                }
+            }
         }
         catch (Exception ex)
         {
             options.Log?.Invoke($"task {running.Task.Id}: acknowledging reports failed ({ex.GetType().Name}: {ex.Message})");
-        }
-        finally
-        {
-            if (owned)
-            {
-                lock (running.Gate)
-                {
-                    running.Acknowledging = false;
-                }
-            }
-        }
-    }
-
-    // Returns false once it has cleared Acknowledging itself (under the gate, together with the check
-    // that nothing is left to wait for, so a report sent meanwhile starts a new loop).
-    private async Task<bool> AcknowledgeInOrderAsync(RunningTask running)
-    {
-        while (true)
-        {
-            PendingReport head;
-            Task<IReadOnlyDictionary<int, ReportFailure>> reply;
-            int index;
             lock (running.Gate)
             {
-                if (running.Unacknowledged.Count == 0 || running.Unacknowledged[0].Reply is null)
-                {
-                    running.Acknowledging = false;
-                    return false;
-                }
-
-                head = running.Unacknowledged[0];
-                reply = head.Reply!;
-                index = head.Index;
-            }
-
-            var update = head.Update;
-            var via = head.Via;
-            try
-            {
-                if ((await reply).TryGetValue(index, out var failure))
-                {
-                    throw new TatzelwurmException(failure.Code, failure.Message);
-                }
-            }
-            catch (TatzelwurmException ex) when (ex.Code is ErrorCode.IllegalTransition or ErrorCode.UnknownTask)
-            {
-                // The coordinator no longer gives this task to us (killed, re-queued, purged): drop the report.
-                options.Log?.Invoke($"task {update.TaskId}: {ex.Message}");
-            }
-            catch (TatzelwurmException ex) when (ex.Code == ErrorCode.StoreUnavailable)
-            {
-                // Not persisted: keep it and send it again shortly, and with it every later report of
-                // the task. Those were sent behind it and may have been refused only because it was not
-                // applied yet (the store recovering in between); one that was applied is refused as
-                // illegal when it comes again, and dropped like any such report.
-                var pause = Task.Delay(StoreRetryDelay, options.Time);
-                options.Log?.Invoke($"task {update.TaskId}: {update.Kind} not persisted ({ex.Message}); sending it again shortly");
-                await pause;
-                lock (running.Gate)
-                {
-                    foreach (var pending in running.Unacknowledged)
-                    {
-                        pending.Via = null;
-                        pending.Reply = null;
-                    }
-
-                    running.Acknowledging = false;
-                }
-
-                SendReports(running);
-                return false;
-            }
-            catch (TatzelwurmException ex)
-            {
-                // Any other refusal (Internal, InvalidRequest, ...) was not applied and would only be
-                // refused again if re-sent: drop it like a refused report, so the task's later reports
-                // are still acknowledged.
-                options.Log?.Invoke($"task {update.TaskId}: {update.Kind} not applied ({ex.Code}): {ex.Message}");
-            }
-            catch (ConnectionLostException)
-            {
-                lock (running.Gate)
-                {
-                    running.Acknowledging = false;
-                }
-
-                // Registration on the next connection sends what is left. If that already happened (the
-                // report was re-sent while we waited for the lost copy), acknowledge from here.
-                if (!ReferenceEquals(head.Via, via) || (_link is { } current && !ReferenceEquals(current.Connection, via)))
-                {
-                    SendReports(running);
-                }
-
-                return false;
-            }
-
-            lock (running.Gate)
-            {
-                if (running.Unacknowledged.Count > 0 && ReferenceEquals(running.Unacknowledged[0], head))
-                {
-                    running.Unacknowledged.RemoveAt(0);
-                }
-            }
-
-            if (update.Kind == TaskUpdateKind.Finished)
-            {
-                Release(running);
+                running.Acknowledging = false;
             }
         }
     }
