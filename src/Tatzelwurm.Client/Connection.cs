@@ -321,14 +321,9 @@ public sealed class Connection : IAsyncDisposable
 
                     while (item.Source!() is { } request)
                     {
-                        var built = FrameCodec.EncodeBody(request);
-                        if (built.Length <= Welcome.MaxFrame)
+                        if (!FrameCodec.TryWriteFrame(_output, request, Welcome.MaxFrame, out var length) && _pending.TryRemove(request.RequestId, out var refused))
                         {
-                            FrameCodec.WriteFrame(_output, built);
-                        }
-                        else if (_pending.TryRemove(request.RequestId, out var refused))
-                        {
-                            refused.Fail(TooLarge(request, built.Length));
+                            refused.Fail(TooLarge(request, length));
                         }
                     }
                 }

@@ -167,7 +167,38 @@ public static class FrameCodec
     }
 
     /// <summary>Writes a whole frame to <paramref name="writer"/>.</summary>
-    public static void WriteFrame(IBufferWriter<byte> writer, IMessage message) => WriteFrame(writer, EncodeBody(message));
+    public static void WriteFrame(IBufferWriter<byte> writer, IMessage message) => TryWriteFrame(writer, message, int.MaxValue, out _);
+
+    /// <summary>
+    /// Writes a whole frame to <paramref name="writer"/> unless its body is longer than
+    /// <paramref name="maxBody"/> bytes; <paramref name="bodyLength"/> is the body's length either way.
+    /// </summary>
+    public static bool TryWriteFrame(IBufferWriter<byte> writer, IMessage message, int maxBody, out int bodyLength)
+    {
+        // The body is encoded into a buffer the thread reuses rather than a new array per frame (a
+        // write loop sends thousands a second): its length must be known before the prefix is written.
+        var scratch = _scratch ??= new ArrayBufferWriter<byte>(4096);
+        scratch.ResetWrittenCount();
+        MessagePackSerializer.Serialize(scratch, message, Options);
+        bodyLength = scratch.WrittenCount;
+        var fits = bodyLength <= maxBody;
+        if (fits)
+        {
+            WriteFrame(writer, scratch.WrittenSpan);
+        }
+
+        if (scratch.Capacity > MaxScratch)
+        {
+            _scratch = null; // one large frame should not keep its buffer alive on every thread that wrote one
+        }
+
+        return fits;
+    }
+
+    private const int MaxScratch = 1 << 20;
+
+    [ThreadStatic]
+    private static ArrayBufferWriter<byte>? _scratch;
 
     /// <summary>Writes a whole frame around a body already encoded with <see cref="EncodeBody"/>.</summary>
     public static void WriteFrame(IBufferWriter<byte> writer, ReadOnlySpan<byte> body)

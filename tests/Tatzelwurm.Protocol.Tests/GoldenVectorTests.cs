@@ -81,4 +81,33 @@ public class GoldenVectorTests
 
         Assert.Null(Assert.IsType<AddTasks>(FrameCodec.DecodeFrame(frame)).Tasks[0].Tags);
     }
+
+    [Theory]
+    [MemberData(nameof(Names))]
+    public void TryWriteFrame_WritesWhatEncodeFrameEncodes(string name)
+    {
+        var message = GoldenVectors.All.Single(v => v.Name == name).Message;
+        var writer = new System.Buffers.ArrayBufferWriter<byte>();
+
+        // Twice into one writer: the second frame must not carry anything of the first (the encoder
+        // reuses its buffer).
+        Assert.True(FrameCodec.TryWriteFrame(writer, message, int.MaxValue, out var length));
+        Assert.True(FrameCodec.TryWriteFrame(writer, message, length, out _));
+
+        var frame = FrameCodec.EncodeFrame(message);
+        Assert.Equal(frame.Length - ProtocolConstants.HeaderSize, length);
+        Assert.Equal([.. frame, .. frame], writer.WrittenSpan.ToArray());
+    }
+
+    [Fact]
+    public void TryWriteFrame_BodyOverTheLimit_WritesNothingAndSaysHowLong()
+    {
+        var message = new AddTasks(7, [new TaskSpec(new byte[5000], "bench", 0, [], DeliveryPolicy.Default, true, false)]);
+        var writer = new System.Buffers.ArrayBufferWriter<byte>();
+
+        Assert.False(FrameCodec.TryWriteFrame(writer, message, 4096, out var length));
+
+        Assert.Equal(0, writer.WrittenCount);
+        Assert.Equal(FrameCodec.EncodeBody(message).Length, length);
+    }
 }
