@@ -778,11 +778,13 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
         }
         catch (Exception ex)
         {
-            options.Log?.Invoke($"task {running.Task.Id}: acknowledging reports failed ({ex.GetType().Name}: {ex.Message})");
+            // The flag first: a log callback that throws must not leave the task's reports unacknowledged.
             lock (running.Gate)
             {
                 running.Acknowledging = false;
             }
+
+            options.Log?.Invoke($"task {running.Task.Id}: acknowledging reports failed ({ex.GetType().Name}: {ex.Message})");
         }
     }
 

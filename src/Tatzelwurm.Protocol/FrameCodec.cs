@@ -179,23 +179,29 @@ public static class FrameCodec
         // write loop sends thousands a second): its length must be known before the prefix is written.
         var scratch = _scratch ??= new ArrayBufferWriter<byte>(4096);
         scratch.ResetWrittenCount();
-        MessagePackSerializer.Serialize(scratch, message, Options);
-        bodyLength = scratch.WrittenCount;
-        var fits = bodyLength <= maxBody;
-        if (fits)
+        try
         {
-            WriteFrame(writer, scratch.WrittenSpan);
-        }
+            MessagePackSerializer.Serialize(scratch, message, Options);
+            bodyLength = scratch.WrittenCount;
+            var fits = bodyLength <= maxBody;
+            if (fits)
+            {
+                WriteFrame(writer, scratch.WrittenSpan);
+            }
 
-        if (scratch.Capacity > MaxScratch)
+            return fits;
+        }
+        finally
         {
-            _scratch = null; // one large frame should not keep its buffer alive on every thread that wrote one
+            if (scratch.Capacity > MaxScratch)
+            {
+                _scratch = null; // a large frame should not keep its buffer alive on every thread that wrote one
+            }
         }
-
-        return fits;
     }
 
-    private const int MaxScratch = 1 << 20;
+    // Room for the usual frames (a full AssignTasks of small tasks is ≈250 KB) on each writing thread.
+    private const int MaxScratch = 256 * 1024;
 
     [ThreadStatic]
     private static ArrayBufferWriter<byte>? _scratch;

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Net;
+using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
 using Tatzelwurm.App;
 using Tatzelwurm.Core;
@@ -32,80 +33,133 @@ var root = new RootCommand("tatzelwurm: the coordinator of a persistent task que
 
 root.SetAction(async (parse, cancellationToken) =>
 {
-    var dataDir = DataDirectory.Resolve(parse.GetValue(data));
-    Directory.CreateDirectory(dataDir);
-    var settings = Settings.Load(dataDir);
-    string Get(Option<string?> option, string fallback) => parse.GetValue(option) ?? settings.Get(option.Name, fallback);
-
-    using var loggers = LoggerFactory.Create(builder =>
-    {
-        builder.SetMinimumLevel(Enum.Parse<LogLevel>(Get(logLevel, "information"), ignoreCase: true));
-
-        // ASP.NET Core logs every HTTP request at Information; the dashboard polls and Prometheus scrapes.
-        builder.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
-        builder.AddFilter("Microsoft.Hosting", LogLevel.Warning);
-        if (Get(logFormat, "text") == "json")
-        {
-            builder.AddJsonConsole(o => o.IncludeScopes = true);
-        }
-        else
-        {
-            builder.AddSimpleConsole(o =>
-            {
-                o.SingleLine = true;
-                o.IncludeScopes = true;
-                o.TimestampFormat = "HH:mm:ss.fff ";
-            });
-        }
-    });
-
-    var coordinatorOptions = new CoordinatorOptions
-    {
-        HeartbeatInterval = Settings.Duration(Get(heartbeat, "2s")),
-        Lease = Settings.Duration(Get(lease, "10s")),
-        Grace = Settings.Duration(Get(grace, "30s")),
-        KillTimeout = Settings.Duration(Get(killTimeout, "30s")),
-        DefaultPolicy = Get(policy, "at-most-once") switch
-        {
-            "at-most-once" => Tatzelwurm.Core.DeliveryPolicy.AtMostOnce,
-            "at-least-once" => Tatzelwurm.Core.DeliveryPolicy.AtLeastOnce,
-            var other => throw new ArgumentException($"--default-policy: '{other}' is neither at-most-once nor at-least-once"),
-        },
-        Retention = Settings.Duration(Get(retention, "7d")),
-    };
-    var hostOptions = new HostOptions
-    {
-        Listen = IPEndPoint.Parse(Get(listen, "127.0.0.1:7600")),
-        DataDirectory = dataDir,
-        MaxFrame = parse.GetValue(maxFrame) ?? int.Parse(settings.Get(maxFrame.Name, ProtocolConstants.DefaultMaxFrame.ToString(CultureInfo.InvariantCulture)), CultureInfo.InvariantCulture),
-        Coordinator = coordinatorOptions,
-        Http = Get(http, "off") switch
-        {
-            "" or "off" => null,
-            var port when int.TryParse(port, NumberStyles.None, CultureInfo.InvariantCulture, out var p) => new IPEndPoint(IPAddress.Loopback, p),
-            var endpoint => IPEndPoint.Parse(endpoint),
-        },
-    };
-
-    ITaskStore taskStore = Get(store, "sqlite") switch
-    {
-        "sqlite" => SqliteTaskStore.Open(new SqliteStoreOptions(Path.Combine(dataDir, "tatzelwurm.db")).WithDurability(Get(durability, "full"))),
-        "memory" => new InMemoryTaskStore { VerifyStoredHistory = false },
-        var other => throw new ArgumentException($"--store: unknown store '{other}'"),
-    };
-
-    var host = await CoordinatorHost.StartAsync(hostOptions, taskStore, TimeProvider.System, loggers, cancellationToken);
+    // A setting, the data directory, the store file or an address in use is the user's to fix: one
+    // line on stderr and exit code 2 (usage) or 1, not a stack trace.
+    ILoggerFactory? loggers = null;
+    CoordinatorHost host;
     try
     {
-        await Task.Delay(Timeout.Infinite, cancellationToken);
+        host = await StartAsync();
     }
-    catch (OperationCanceledException)
+    catch (Exception ex) when (ex is ArgumentException or FormatException or OverflowException
+                               or StoreException or IOException or UnauthorizedAccessException)
     {
+        loggers?.Dispose(); // writes out what the console logger still holds
+        await Console.Error.WriteLineAsync($"tatzelwurm: {ex.Message}");
+        return ex is ArgumentException or FormatException or OverflowException ? 2 : 1;
     }
 
-    // SIGTERM / Ctrl-C: stop accepting, let the loop and the writer finish, close the store cleanly.
-    await host.DisposeAsync();
-    return 0;
+    using (loggers)
+    {
+        try
+        {
+            await Task.Delay(Timeout.Infinite, cancellationToken);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+
+        // SIGTERM / Ctrl-C: stop accepting, let the loop and the writer finish, close the store cleanly.
+        await host.DisposeAsync();
+        return 0;
+    }
+
+    async Task<CoordinatorHost> StartAsync()
+    {
+        var dataDir = DataDirectory.Resolve(parse.GetValue(data));
+        Directory.CreateDirectory(dataDir);
+        var settings = Settings.Load(dataDir);
+        string Get(Option<string?> option, string fallback) => parse.GetValue(option) ?? settings.Get(option.Name, fallback);
+        TimeSpan Duration(Option<string?> option, string fallback)
+        {
+            try
+            {
+                return Settings.Duration(Get(option, fallback));
+            }
+            catch (FormatException ex)
+            {
+                throw new FormatException($"{option.Name}: {ex.Message}", ex);
+            }
+        }
+
+        loggers = LoggerFactory.Create(builder =>
+        {
+            builder.SetMinimumLevel(Enum.TryParse<LogLevel>(Get(logLevel, "information"), ignoreCase: true, out var level)
+                ? level
+                : throw new ArgumentException($"--log-level: '{Get(logLevel, "information")}' is not one of trace, debug, information, warning, error"));
+
+            // ASP.NET Core logs every HTTP request at Information; the dashboard polls and Prometheus scrapes.
+            builder.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
+            builder.AddFilter("Microsoft.Hosting", LogLevel.Warning);
+            if (Get(logFormat, "text") == "json")
+            {
+                builder.AddJsonConsole(o => o.IncludeScopes = true);
+            }
+            else
+            {
+                builder.AddSimpleConsole(o =>
+                {
+                    o.SingleLine = true;
+                    o.IncludeScopes = true;
+                    o.TimestampFormat = "HH:mm:ss.fff ";
+                });
+            }
+        });
+
+        var coordinatorOptions = new CoordinatorOptions
+        {
+            HeartbeatInterval = Duration(heartbeat, "2s"),
+            Lease = Duration(lease, "10s"),
+            Grace = Duration(grace, "30s"),
+            KillTimeout = Duration(killTimeout, "30s"),
+            DefaultPolicy = Get(policy, "at-most-once") switch
+            {
+                "at-most-once" => Tatzelwurm.Core.DeliveryPolicy.AtMostOnce,
+                "at-least-once" => Tatzelwurm.Core.DeliveryPolicy.AtLeastOnce,
+                var other => throw new ArgumentException($"--default-policy: '{other}' is neither at-most-once nor at-least-once"),
+            },
+            Retention = Duration(retention, "7d"),
+        };
+        var hostOptions = new HostOptions
+        {
+            Listen = Endpoint(listen, Get(listen, "127.0.0.1:7600")),
+            DataDirectory = dataDir,
+            MaxFrame = parse.GetValue(maxFrame) ?? MaxFrame(settings.Get(maxFrame.Name, "")),
+            Coordinator = coordinatorOptions,
+            Http = Get(http, "off") switch
+            {
+                "" or "off" => null,
+                var port when int.TryParse(port, NumberStyles.None, CultureInfo.InvariantCulture, out var p) => new IPEndPoint(IPAddress.Loopback, p),
+                var endpoint => Endpoint(http, endpoint),
+            },
+        };
+
+        ITaskStore taskStore = Get(store, "sqlite") switch
+        {
+            "sqlite" => SqliteTaskStore.Open(new SqliteStoreOptions(Path.Combine(dataDir, "tatzelwurm.db")).WithDurability(Get(durability, "full"))),
+            "memory" => new InMemoryTaskStore { VerifyStoredHistory = false },
+            var other => throw new ArgumentException($"--store: unknown store '{other}'"),
+        };
+
+        // --max-frame from the environment or the file (the flag itself is parsed as an int already).
+        static int MaxFrame(string text) => text.Length == 0
+            ? ProtocolConstants.DefaultMaxFrame
+            : int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var bytes) ? bytes : throw new FormatException($"--max-frame: '{text}' is not a number of bytes");
+
+        static IPEndPoint Endpoint(Option<string?> option, string text) =>
+            IPEndPoint.TryParse(text, out var endpoint) ? endpoint : throw new FormatException($"{option.Name}: '{text}' is not an address:port");
+
+        try
+        {
+            return await CoordinatorHost.StartAsync(hostOptions, taskStore, TimeProvider.System, loggers, cancellationToken);
+        }
+        catch (SocketException ex) when (ex.SocketErrorCode is SocketError.AddressAlreadyInUse or SocketError.AddressNotAvailable or SocketError.AccessDenied)
+        {
+            throw new IOException(ex.SocketErrorCode == SocketError.AddressAlreadyInUse
+                ? $"cannot listen on {hostOptions.Listen}: address already in use (is another coordinator running there? --listen picks another address; port 0 lets the OS choose)"
+                : $"cannot listen on {hostOptions.Listen}: {ex.Message}", ex);
+        }
+    }
 });
 
 return await root.Parse(args).InvokeAsync();

@@ -14,7 +14,12 @@ internal sealed class Settings(Dictionary<string, string> file)
         var values = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
         if (File.Exists(path))
         {
-            using var doc = JsonDocument.Parse(File.ReadAllText(path));
+            using var doc = Parse(path);
+            if (doc.RootElement.ValueKind != JsonValueKind.Object)
+            {
+                throw new FormatException($"{path}: not a JSON object of settings (the root is {doc.RootElement.ValueKind})");
+            }
+
             foreach (var property in doc.RootElement.EnumerateObject())
             {
                 values[property.Name] = property.Value.ValueKind == JsonValueKind.String ? property.Value.GetString()! : property.Value.GetRawText();
@@ -22,6 +27,18 @@ internal sealed class Settings(Dictionary<string, string> file)
         }
 
         return new Settings(values);
+    }
+
+    private static JsonDocument Parse(string path)
+    {
+        try
+        {
+            return JsonDocument.Parse(File.ReadAllText(path));
+        }
+        catch (JsonException ex)
+        {
+            throw new FormatException($"{path}: not a JSON object of settings ({ex.Message})", ex);
+        }
     }
 
     /// <summary>The value of a flag named <paramref name="flag"/> (e.g. "--listen") from the environment or the file.</summary>

@@ -1,0 +1,85 @@
+using Tatzelwurm.EndToEnd.Tests.Fixtures;
+using Xunit;
+
+namespace Tatzelwurm.EndToEnd.Tests;
+
+/// <summary>
+/// What a user gets wrong when starting the coordinator (a taken address, a bad setting, a broken
+/// settings file) ends the process with one line on stderr and exit code 1 or 2, not a stack trace.
+/// </summary>
+public sealed class CoordinatorStartupTests
+{
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(60);
+
+    [Fact]
+    public async Task AddressInUse_ExitsOneWithTheAddressAndNoStackTrace()
+    {
+        await using var cluster = await Cluster.StartAsync();
+        var data = Directory.CreateTempSubdirectory("tatzelwurm-startup-");
+        try
+        {
+            var second = await ManagedProcess.RunAsync("second coordinator", Apps.Coordinator, ["--listen", cluster.Address, "--data", data.FullName], Patience);
+
+            Assert.True(second.ExitCode == 1, second.ToString());
+            Assert.Contains($"tatzelwurm: cannot listen on {cluster.Address}: address already in use", second.Stderr, StringComparison.Ordinal);
+            AssertNoStackTrace(second);
+        }
+        finally
+        {
+            data.Delete(recursive: true);
+        }
+    }
+
+    [Theory]
+    [InlineData("--heartbeat", "soon", "tatzelwurm: --heartbeat: 'soon' is not a duration")]
+    [InlineData("--listen", "nowhere", "tatzelwurm: --listen: 'nowhere' is not an address:port")]
+    [InlineData("--log-level", "loud", "tatzelwurm: --log-level: 'loud' is not one of")]
+    [InlineData("--store", "paper", "tatzelwurm: --store: unknown store 'paper'")]
+    public async Task BadSetting_ExitsTwoNamingTheFlag(string flag, string value, string expected)
+    {
+        var data = Directory.CreateTempSubdirectory("tatzelwurm-startup-");
+        try
+        {
+            string[] listen = flag == "--listen" ? [] : ["--listen", "127.0.0.1:0"];
+            var run = await ManagedProcess.RunAsync("coordinator", Apps.Coordinator, [.. listen, "--data", data.FullName, flag, value], Patience);
+
+            Assert.True(run.ExitCode == 2, run.ToString());
+            Assert.Contains(expected, run.Stderr, StringComparison.Ordinal);
+            AssertNoStackTrace(run);
+        }
+        finally
+        {
+            data.Delete(recursive: true);
+        }
+    }
+
+    [Theory]
+    [InlineData("{\"listen\": ", "not a JSON object of settings")]
+    [InlineData("[1]", "not a JSON object of settings (the root is Array)")]
+    [InlineData("{\"max-frame\": \"big\"}", "--max-frame: 'big' is not a number of bytes")]
+    public async Task BrokenSettingsFile_ExitsTwoNamingTheFile(string json, string expected)
+    {
+        var data = Directory.CreateTempSubdirectory("tatzelwurm-startup-");
+        try
+        {
+            var file = Path.Combine(data.FullName, "tatzelwurm.json");
+            await File.WriteAllTextAsync(file, json, TestContext.Current.CancellationToken);
+
+            var run = await ManagedProcess.RunAsync("coordinator", Apps.Coordinator, ["--listen", "127.0.0.1:0", "--data", data.FullName], Patience);
+
+            Assert.True(run.ExitCode == 2, run.ToString());
+            Assert.Contains(expected, run.Stderr, StringComparison.Ordinal);
+            AssertNoStackTrace(run);
+        }
+        finally
+        {
+            data.Delete(recursive: true);
+        }
+    }
+
+    private static void AssertNoStackTrace(ProcessResult run)
+    {
+        Assert.DoesNotContain("Unhandled exception", run.Stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", run.Stderr, StringComparison.Ordinal);
+    }
+}
