@@ -30,7 +30,10 @@ public sealed record ConnectionOptions
     /// <summary>Frames larger than this are refused when received.</summary>
     public int MaxFrame { get; init; } = ProtocolConstants.DefaultMaxFrame;
 
-    /// <summary>Resolves the address and token, or throws with what is missing.</summary>
+    /// <summary>
+    /// Resolves the address and token, or throws with what is missing (<see cref="InvalidOperationException"/>)
+    /// or malformed (<see cref="FormatException"/>).
+    /// </summary>
     public (string Host, int Port, string Token) Resolve()
     {
         var dataDir = Protocol.DataDirectory.Resolve(DataDirectory);
@@ -41,7 +44,9 @@ public sealed record ConnectionOptions
         var colon = server.LastIndexOf(':');
         if (colon <= 0 || !int.TryParse(server.AsSpan(colon + 1), System.Globalization.CultureInfo.InvariantCulture, out var port))
         {
-            throw new InvalidOperationException($"coordinator address '{server}' is not host:port");
+            // Not InvalidOperationException, which a worker takes as "not yet" (no address file while its
+            // coordinator starts) and waits out: a malformed address never becomes a good one.
+            throw new FormatException($"coordinator address '{server}' is not host:port");
         }
 
         return (server[..colon].Trim('[', ']'), port, token);

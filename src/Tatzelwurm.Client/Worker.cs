@@ -224,6 +224,8 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
     /// runs once: create a new one to run again.
     /// </summary>
     /// <exception cref="InvalidOperationException">RunAsync was called before on this worker.</exception>
+    /// <exception cref="FormatException">The coordinator address given is not host:port.</exception>
+    /// <exception cref="TatzelwurmException">The coordinator refused the worker for good (token, protocol version, registration too large).</exception>
     public async Task RunAsync(CancellationToken cancellationToken)
     {
         // The report queue is completed when a run ends, and a stop from the coordinator stays in force:
@@ -251,9 +253,11 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
         var delay = TimeSpan.FromMilliseconds(100);
         while (!linked.IsCancellationRequested)
         {
+            var connected = false;
             try
             {
                 await using var connection = await Connection.ConnectAsync(options.Connection, Roles.Worker, linked.Token);
+                connected = true;
                 delay = TimeSpan.FromMilliseconds(100);
                 await ServeAsync(connection, linked.Token);
             }
@@ -269,7 +273,7 @@ public sealed class Worker(WorkerOptions options, TaskHandler handler) : IDispos
             }
             catch (Exception ex) when (ex is ConnectionLostException or TatzelwurmException or IOException or System.Net.Sockets.SocketException or OperationCanceledException or InvalidOperationException)
             {
-                options.Log?.Invoke($"connection lost ({ex.Message}); reconnecting in {delay.TotalMilliseconds:0} ms");
+                options.Log?.Invoke($"{(connected ? "connection lost" : "cannot connect")} ({ex.Message}); trying again in {delay.TotalMilliseconds:0} ms");
             }
             finally
             {

@@ -9,7 +9,7 @@ var id = new Option<string?>("--id") { Description = "stable worker identity [de
 var server = new Option<string?>("--server") { Description = "coordinator host:port [default $TATZELWURM_SERVER or <data>/address]" };
 var token = new Option<string?>("--token") { Description = "auth token [default $TATZELWURM_TOKEN or <data>/token]" };
 var data = new Option<string?>("--data") { Description = "a local coordinator's data directory" };
-var verbose = new Option<bool>("--verbose", "-v") { Description = "print every task and connection change" };
+var verbose = new Option<bool>("--verbose", "-v") { Description = "print a line per task (connection changes are always printed)" };
 
 var root = new RootCommand("workwurm: the tatzelwurm reference worker; runs mock tasks (sleep, block, eval, fail)")
 {
@@ -18,13 +18,16 @@ var root = new RootCommand("workwurm: the tatzelwurm reference worker; runs mock
 
 root.SetAction(async (parse, cancellationToken) =>
 {
-    var log = parse.GetValue(verbose) ? (Action<string>)(line => Console.Error.WriteLine($"workwurm: {line}")) : null;
+    // Connection changes are always printed (they are rare, and a worker that cannot reach its
+    // coordinator should say so); --verbose adds a line per task.
+    Action<string> note = line => Console.Error.WriteLine($"workwurm: {line}");
+    var log = parse.GetValue(verbose) ? note : null;
     var options = new WorkerOptions
     {
         Connection = new ConnectionOptions { Server = parse.GetValue(server), Token = parse.GetValue(token), DataDirectory = parse.GetValue(data), ClientName = "workwurm" },
         Types = parse.GetValue(types) ?? [],
         Slots = Math.Max(1, parse.GetValue(slots)),
-        Log = log,
+        Log = note,
         Warning = line => Console.Error.WriteLine($"workwurm: warning: {line}"),
     };
     if (parse.GetValue(name) is { } n)
@@ -63,6 +66,11 @@ root.SetAction(async (parse, cancellationToken) =>
     catch (TatzelwurmException ex)
     {
         Console.Error.WriteLine($"workwurm: {ex.Code}: {ex.Message}");
+        return 2;
+    }
+    catch (FormatException ex)
+    {
+        Console.Error.WriteLine($"workwurm: {ex.Message}");
         return 2;
     }
 

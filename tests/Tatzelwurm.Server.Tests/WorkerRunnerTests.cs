@@ -90,6 +90,17 @@ public class WorkerRunnerTests
         Assert.Equal([1, 2, 3, 4, 3, 5], history);
     }
 
+    [Fact]
+    public async Task Worker_MalformedServerAddress_RunThrowsInsteadOfRetrying()
+    {
+        using var worker = new Worker(
+            new WorkerOptions { Connection = new ConnectionOptions { Server = "no-port-here", Token = "t" }, WorkerId = "w-bad" },
+            (_, _) => Task.FromResult(TaskOutcomeReport.Completed()));
+
+        var ex = await Assert.ThrowsAsync<FormatException>(() => worker.RunAsync(Ct)).WaitAsync(PipeClient.Patience, Ct);
+        Assert.Contains("'no-port-here' is not host:port", ex.Message, StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData(TaskAction.Play, 0)]
     [InlineData(TaskAction.Kill, -1)]

@@ -5,9 +5,10 @@ namespace Tatzelwurm.EndToEnd.Tests;
 
 /// <summary>
 /// What a user gets wrong when starting the coordinator (a taken address, a bad setting, a broken
-/// settings file) ends the process with one line on stderr and exit code 1 or 2, not a stack trace.
+/// settings file) or a worker (a malformed coordinator address) ends the process with one line on
+/// stderr and exit code 1 or 2, not a stack trace and not a worker waiting for ever.
 /// </summary>
-public sealed class CoordinatorStartupTests
+public sealed class StartupErrorTests
 {
     private static readonly TimeSpan Patience = TimeSpan.FromSeconds(60);
 
@@ -75,6 +76,16 @@ public sealed class CoordinatorStartupTests
         {
             data.Delete(recursive: true);
         }
+    }
+
+    [Fact]
+    public async Task Workwurm_MalformedServer_ExitsTwoInsteadOfRetrying()
+    {
+        var run = await ManagedProcess.RunAsync("worker", Apps.Worker, ["--server", "nowhere", "--token", "t"], Patience);
+
+        Assert.True(run.ExitCode == 2, run.ToString());
+        Assert.Contains("workwurm: coordinator address 'nowhere' is not host:port", run.Stderr, StringComparison.Ordinal);
+        AssertNoStackTrace(run);
     }
 
     private static void AssertNoStackTrace(ProcessResult run)
