@@ -76,7 +76,7 @@ root.SetAction(async (parse, cancellationToken) =>
             {
                 return Settings.Duration(Get(option, fallback));
             }
-            catch (FormatException ex)
+            catch (Exception ex) when (ex is FormatException or OverflowException)
             {
                 throw new FormatException($"{option.Name}: {ex.Message}", ex);
             }

@@ -36,6 +36,7 @@ public sealed class StartupErrorTests
     [InlineData("--listen", "nowhere", "tatzelwurm: --listen: 'nowhere' is not an address:port")]
     [InlineData("--log-level", "loud", "tatzelwurm: --log-level: 'loud' is not one of")]
     [InlineData("--store", "paper", "tatzelwurm: --store: unknown store 'paper'")]
+    [InlineData("--retention", "1e300d", "tatzelwurm: --retention: ")]
     public async Task BadSetting_ExitsTwoNamingTheFlag(string flag, string value, string expected)
     {
         var data = Directory.CreateTempSubdirectory("tatzelwurm-startup-");
