@@ -39,35 +39,30 @@ public sealed class StartupErrorTests
     [InlineData("--retention", "1e300d", "tatzelwurm: --retention: ")]
     public async Task BadSetting_ExitsTwoNamingTheFlag(string flag, string value, string expected)
     {
-        var data = Directory.CreateTempSubdirectory("tatzelwurm-startup-");
-        try
-        {
-            string[] listen = flag == "--listen" ? [] : ["--listen", "127.0.0.1:0"];
-            var run = await ManagedProcess.RunAsync("coordinator", Apps.Coordinator, [.. listen, "--data", data.FullName, flag, value], Patience);
-
-            Assert.True(run.ExitCode == 2, run.ToString());
-            Assert.Contains(expected, run.Stderr, StringComparison.Ordinal);
-            AssertNoStackTrace(run);
-        }
-        finally
-        {
-            data.Delete(recursive: true);
-        }
+        string[] listen = flag == "--listen" ? [] : ["--listen", "127.0.0.1:0"];
+        await ExpectUsageErrorAsync(expected, settingsFile: null, [.. listen, flag, value]);
     }
 
     [Theory]
     [InlineData("{\"listen\": ", "not a JSON object of settings")]
     [InlineData("[1]", "not a JSON object of settings (the root is Array)")]
     [InlineData("{\"max-frame\": \"big\"}", "--max-frame: 'big' is not a number of bytes")]
-    public async Task BrokenSettingsFile_ExitsTwoNamingTheFile(string json, string expected)
+    public Task BrokenSettingsFile_ExitsTwoNamingTheFile(string json, string expected) =>
+        ExpectUsageErrorAsync(expected, settingsFile: json, ["--listen", "127.0.0.1:0"]);
+
+    // A coordinator in a fresh data directory (with the settings file given, if any) exits 2 with
+    // the expected line and no stack trace.
+    private static async Task ExpectUsageErrorAsync(string expected, string? settingsFile, string[] args)
     {
         var data = Directory.CreateTempSubdirectory("tatzelwurm-startup-");
         try
         {
-            var file = Path.Combine(data.FullName, "tatzelwurm.json");
-            await File.WriteAllTextAsync(file, json, TestContext.Current.CancellationToken);
+            if (settingsFile is not null)
+            {
+                await File.WriteAllTextAsync(Path.Combine(data.FullName, "tatzelwurm.json"), settingsFile, TestContext.Current.CancellationToken);
+            }
 
-            var run = await ManagedProcess.RunAsync("coordinator", Apps.Coordinator, ["--listen", "127.0.0.1:0", "--data", data.FullName], Patience);
+            var run = await ManagedProcess.RunAsync("coordinator", Apps.Coordinator, [.. args, "--data", data.FullName], Patience);
 
             Assert.True(run.ExitCode == 2, run.ToString());
             Assert.Contains(expected, run.Stderr, StringComparison.Ordinal);
