@@ -82,11 +82,13 @@ root.SetAction(async (parse, cancellationToken) =>
             }
         }
 
+        var levelText = Get(logLevel, "information");
+        var level = Enum.TryParse<LogLevel>(levelText, ignoreCase: true, out var parsed)
+            ? parsed
+            : throw new ArgumentException($"--log-level: '{levelText}' is not one of trace, debug, information, warning, error");
         loggers = LoggerFactory.Create(builder =>
         {
-            builder.SetMinimumLevel(Enum.TryParse<LogLevel>(Get(logLevel, "information"), ignoreCase: true, out var level)
-                ? level
-                : throw new ArgumentException($"--log-level: '{Get(logLevel, "information")}' is not one of trace, debug, information, warning, error"));
+            builder.SetMinimumLevel(level);
 
             // ASP.NET Core logs every HTTP request at Information; the dashboard polls and Prometheus scrapes.
             builder.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);

@@ -28,7 +28,7 @@ root.SetAction(async (parse, cancellationToken) =>
         Types = parse.GetValue(types) ?? [],
         Slots = Math.Max(1, parse.GetValue(slots)),
         Log = note,
-        Warning = line => Console.Error.WriteLine($"workwurm: warning: {line}"),
+        Warning = line => note($"warning: {line}"),
     };
     if (parse.GetValue(name) is { } n)
     {
